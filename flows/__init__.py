@@ -1,0 +1,1 @@
+"""Prefect flows: composition, fan-out, summaries and artifacts."""

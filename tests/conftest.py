@@ -1,0 +1,100 @@
+"""Shared test services, started once per session: a real registry, an S3 server, a Trivy DB, Prefect."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry, free_port
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[LocalRegistry]:
+    """Debian's docker-registry on a free loopback port."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip(INSTALL_HINT)
+    with LocalRegistry() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, spoken to over HTTP; fake credentials in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(name, value)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def trivy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Trivy cache holding the offline demo advisory DB."""
+    if shutil.which("trivy") is None:
+        pytest.skip("trivy not on PATH; install it with `pip install -e '.[trivy]'`")
+    from vulnattest.demo.trivydb import DEMO_ADVISORIES, write_trivy_db
+
+    cache = tmp_path_factory.mktemp("trivy-cache")
+    write_trivy_db(cache, DEMO_ADVISORIES)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """Prefect's test harness (a real API server on a temporary SQLite DB), entered once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="session")
+def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An unencrypted signing key pair."""
+    from vulnattest.signing.keyfile import generate_keypair
+
+    return generate_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@dataclass
+class ConfigWriter:
+    """Writes fleet config files for tests, with the session's registry, Trivy DB and key filled in."""
+
+    directory: Path
+    registry: LocalRegistry
+    trivy_cache: Path
+    key: Path
+
+    def write(self, images: list[str], **overrides: object) -> Path:
+        """Write a config listing `images`; `overrides` replace top-level sections."""
+        config: dict[str, object] = {
+            "images": images,
+            "registries": {self.registry.host: {"insecure": True}},
+            "scanner": {"trivy": {"cache_dir": str(self.trivy_cache), "offline": True}},
+            "store": {"url": (self.directory / "reports").as_uri()},
+            "signing": {"key": str(self.key)},
+            "concurrency": 4,
+            **overrides,
+        }
+        path = self.directory / "fleet.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+
+@pytest.fixture
+def config_writer(
+    tmp_path: Path, registry: LocalRegistry, trivy_cache: Path, keypair: tuple[Path, Path]
+) -> ConfigWriter:
+    """A ConfigWriter in this test's temporary directory."""
+    return ConfigWriter(tmp_path, registry, trivy_cache, keypair[0])

@@ -1,0 +1,5 @@
+"""``python -m vulnattest``."""
+
+from vulnattest.cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""DSSE envelopes as cosign writes them: base64 payload, one signature with an empty key id."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from securesystemslib.dsse import Envelope as _SslibEnvelope
+
+from vulnattest.errors import VerificationError
+from vulnattest.signing.interface import PublicKeyVerifier, Signer, TrustedKey
+
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+
+class _WireSignature(BaseModel):
+    keyid: str = ""
+    sig: str
+
+
+class _WireEnvelope(BaseModel):
+    payloadType: str
+    payload: str
+    signatures: list[_WireSignature]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A signed DSSE envelope: the payload bytes and the raw signatures over its PAE."""
+
+    payload: bytes
+    payload_type: str
+    signatures: tuple[bytes, ...]
+
+    def pae(self) -> bytes:
+        """The pre-authentication encoding the signatures cover."""
+        return pae(self.payload_type, self.payload)
+
+    def to_json(self) -> bytes:
+        """Serialise as cosign does."""
+        return json.dumps({
+            "payloadType": self.payload_type,
+            "payload": base64.b64encode(self.payload).decode(),
+            "signatures": [{"keyid": "", "sig": base64.b64encode(s).decode()} for s in self.signatures],
+        }, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Envelope:
+        """Parse untrusted envelope bytes; `where` names the source in errors."""
+        try:
+            wire = _WireEnvelope.model_validate_json(data)
+            return cls(
+                payload=base64.b64decode(wire.payload, validate=True),
+                payload_type=wire.payloadType,
+                signatures=tuple(base64.b64decode(s.sig, validate=True) for s in wire.signatures),
+            )
+        except (ValidationError, ValueError) as e:
+            raise VerificationError(f"{where}: not a DSSE envelope ({e})") from e
+
+    def statement(self, where: str) -> dict[str, Any]:
+        """Decode the in-toto statement inside."""
+        if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            raise VerificationError(f"{where}: payload type {self.payload_type!r} is not {IN_TOTO_PAYLOAD_TYPE}")
+        try:
+            statement = json.loads(self.payload)
+        except ValueError as e:
+            raise VerificationError(f"{where}: payload is not JSON ({e})") from e
+        if not isinstance(statement, dict):
+            raise VerificationError(f"{where}: payload is not an in-toto statement")
+        return statement
+
+    def verify(self, verifier: PublicKeyVerifier) -> TrustedKey | None:
+        """Return the trusted key that signed this envelope, or None."""
+        data = self.pae()
+        for signature in self.signatures:
+            key = verifier.verify(data, signature)
+            if key is not None:
+                return key
+        return None
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding (securesystemslib's, so the bytes match the spec's)."""
+    return _SslibEnvelope(payload, payload_type, {}).pae()
+
+
+def sign_statement(statement: bytes, signer: Signer) -> Envelope:
+    """Sign an in-toto statement into a DSSE envelope."""
+    return Envelope(statement, IN_TOTO_PAYLOAD_TYPE, (signer.sign(pae(IN_TOTO_PAYLOAD_TYPE, statement)),))

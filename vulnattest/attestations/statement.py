@@ -1,0 +1,57 @@
+"""The in-toto statement and the cosign vuln predicate (cosign's COSIGN_VULN_ATTESTATION_SPEC)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from vulnattest import __version__
+from vulnattest.registry import ResolvedImage
+from vulnattest.scanners.interface import ScanReport
+from vulnattest.storage import VerifiedReport
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v0.1"
+VULN_PREDICATE_TYPE = "https://cosign.sigstore.dev/attestation/vuln/v1"
+BUILDER_ID = f"https://github.com/vulnattest/vulnattest@v{__version__}"
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC RFC 3339 with whole seconds and a ``Z``, the form Kyverno's ``time_since`` parses."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What ran the scan: for a flow run, its id and UI address."""
+
+    event_id: str = ""
+    uri: str = ""
+
+
+def vuln_statement(report: ScanReport, verified: VerifiedReport, invocation: Invocation) -> bytes:
+    """Serialise the statement for `report`, naming the verified stored copy in ``invocation.parameters``."""
+    image: ResolvedImage = report.image
+    result: Any = json.loads(report.body)
+    predicate = {
+        "invocation": {
+            "parameters": {
+                "report": {"uri": verified.uri, "sha256": verified.sha256},
+                "platform": image.platform,
+                "scannedManifest": image.scan_digest,
+            },
+            "uri": invocation.uri,
+            "event_id": invocation.event_id,
+            "builder.id": BUILDER_ID,
+        },
+        "scanner": report.scanner.predicate_scanner(result),
+        "metadata": {"scanStartedOn": rfc3339(report.started), "scanFinishedOn": rfc3339(report.finished)},
+    }
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "predicateType": VULN_PREDICATE_TYPE,
+        "subject": [{"name": image.image.name, "digest": {"sha256": image.digest.removeprefix("sha256:")}}],
+        "predicate": predicate,
+    }
+    return json.dumps(statement, separators=(",", ":"), sort_keys=False).encode()

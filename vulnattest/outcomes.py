@@ -1,0 +1,64 @@
+"""What a scan-and-attest run did for each image, in a form the CLI, artifacts and benchmarks all read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STAGES = ("resolve", "scan", "hash", "store", "verify", "attest")
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One image's result: attested (with where everything went) or failed (at which stage, and why)."""
+
+    image: str
+    digest: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    report_uri: str | None = None
+    report_sha256: str | None = None
+    attestation_digest: str | None = None
+    replaced: int = 0
+    failed_stage: str | None = None
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the image was attested."""
+        return self.error is None
+
+    def findings_text(self) -> str:
+        """Findings per severity, e.g. ``C1 H2 M0 L3 U0``."""
+        return " ".join(f"{sev[0]}{n}" for sev, n in self.counts.items()) if self.counts else "-"
+
+
+def summary_markdown(outcomes: list[ImageOutcome], title: str = "scan-and-attest") -> str:
+    """A markdown summary: totals, then one row per image (failures first)."""
+    failed = [o for o in outcomes if not o.ok]
+    lines = [
+        f"# {title}",
+        "",
+        f"**{len(outcomes) - len(failed)} of {len(outcomes)} images attested**"
+        + (f", {len(failed)} failed" if failed else ""),
+        "",
+        "| image | digest | findings (C H M L U) | report | sha256 | attestation | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for o in sorted(outcomes, key=lambda o: (o.ok, o.image)):
+        result = "attested" if o.ok else f"**failed at {o.failed_stage}**: {_cell(o.error or '')}"
+        lines.append(
+            f"| `{o.image}` | `{_short(o.digest)}` | {o.findings_text()} | {_cell(o.report_uri or '-')} | "
+            f"`{_short(o.report_sha256)}` | `{_short(o.attestation_digest)}` | {result} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _short(digest: str | None) -> str:
+    if not digest:
+        return "-"
+    algorithm, _, hex_digest = digest.rpartition(":")
+    return f"{algorithm + ':' if algorithm else ''}{hex_digest[:12]}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,69 @@
+"""The long-lived parts one run uses (registry clients, scanner, store, signer), built once from the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vulnattest.attestations.cosign import CosignAttacher
+from vulnattest.config import FleetConfig
+from vulnattest.errors import VulnattestError
+from vulnattest.registry import Registries
+from vulnattest.scanners.interface import Scanner
+from vulnattest.scanners.trivy import TrivyScanner
+from vulnattest.signing.interface import PublicKeyVerifier, Signer
+from vulnattest.signing.keyfile import KeyFileSigner
+from vulnattest.storage import ReportStore, open_store
+
+
+@dataclass
+class Services:
+    """Everything a scan-and-attest or freshness run talks to; share one per run, close it at the end."""
+
+    config: FleetConfig
+    registries: Registries
+    store: ReportStore
+    scanner: Scanner | None = None
+    signer: Signer | None = None
+    attacher: CosignAttacher = field(default_factory=CosignAttacher)
+
+    @classmethod
+    def for_checking(cls, config: FleetConfig) -> Services:
+        """Registry clients and the store: enough to read and verify attestations."""
+        return cls(
+            config=config,
+            registries=Registries(insecure_hosts=config.insecure_registries()),
+            store=open_store(config.store.url, endpoint_url=config.store.endpoint_url, region=config.store.region),
+        )
+
+    @classmethod
+    def for_attesting(cls, config: FleetConfig) -> Services:
+        """Everything, with the signing key loaded now, so a missing key fails before any image is scanned."""
+        services = cls.for_checking(config)
+        trivy = config.scanner.trivy
+        services.scanner = TrivyScanner(
+            binary=trivy.path, cache_dir=trivy.cache_dir, offline=trivy.offline, ignore_unfixed=trivy.ignore_unfixed,
+            severities=trivy.severities, timeout=trivy.timeout, insecure_registries=config.insecure_registries(),
+            db_repository=trivy.db_repository,
+        )
+        services.signer = KeyFileSigner.from_file(config.signing.key)
+        return services
+
+    def require_scanner(self) -> Scanner:
+        """The scanner; only attesting runs have one."""
+        if self.scanner is None:
+            raise VulnattestError("this run has no scanner: build its services with Services.for_attesting")
+        return self.scanner
+
+    def require_signer(self) -> Signer:
+        """The signer; only attesting runs have one."""
+        if self.signer is None:
+            raise VulnattestError("this run has no signing key: build its services with Services.for_attesting")
+        return self.signer
+
+    def verifier(self) -> PublicKeyVerifier:
+        """Verifier over the configured trusted public keys."""
+        return PublicKeyVerifier.from_pem_files(self.config.signing.trusted_public_keys())
+
+    def close(self) -> None:
+        """Close connection pools."""
+        self.registries.close()
