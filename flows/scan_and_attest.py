@@ -15,7 +15,9 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from tasks.attest import attest_image, resolve_image, scan_image, store_report, verify_report
+from tasks.locks import PrefectAttachLocks, ensure_attach_limits
 from vulnattest.attestations import Invocation
+from vulnattest.attestations.cosign import CosignAttacher
 from vulnattest.config import FleetConfig, load_config
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
@@ -41,6 +43,11 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
     logger = get_run_logger()
     config = fleet_config(config_path, images)
     services = Services.for_attesting(config)
+    locks = None
+    if config.attach_lock == "prefect":
+        ensure_attach_limits()
+        locks = PrefectAttachLocks()
+        services.attacher = CosignAttacher(lock=locks)
     invocation = Invocation(event_id=str(flow_run.id or ""), uri=str(flow_run.ui_url or ""))
     refs = config.image_refs()
     logger.info("scanning %d image(s), %d at a time", len(refs), config.concurrency)
@@ -52,6 +59,8 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
             outcomes = [f.result() for f in futures]
     finally:
         services.close()
+        if locks is not None:
+            locks.close()
     create_markdown_artifact(
         key="scan-and-attest-summary", markdown=summary_markdown(outcomes),
         description=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} images attested",

@@ -98,3 +98,30 @@ def config_writer(
 ) -> ConfigWriter:
     """A ConfigWriter in this test's temporary directory."""
     return ConfigWriter(tmp_path, registry, trivy_cache, keypair[0])
+
+
+@dataclass(frozen=True)
+class DemoImages:
+    """References to images pushed once per session: an Alpine, a Debian and a two-platform Alpine index."""
+
+    alpine: str
+    debian: str
+    multi: str
+
+
+@pytest.fixture(scope="session")
+def demo_images(registry: LocalRegistry) -> DemoImages:
+    """Push the demo images into the session registry."""
+    from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, DEMO_DEBIAN_PACKAGES, alpine_image, debian_image
+    from vulnattest.demo.registry import push_image, push_index
+
+    client = registry.client()
+    push_image(client, "session/alpine", "3.19", alpine_image(DEMO_ALPINE_PACKAGES))
+    push_image(client, "session/debian", "12", debian_image(DEMO_DEBIAN_PACKAGES))
+    push_index(client, "session/multi", "1", {
+        "linux/amd64": alpine_image(DEMO_ALPINE_PACKAGES, marker="multi"),
+        "linux/arm64": debian_image(DEMO_DEBIAN_PACKAGES, marker="multi", architecture="arm64"),
+    })
+    client.close()
+    host = registry.host
+    return DemoImages(f"{host}/session/alpine:3.19", f"{host}/session/debian:12", f"{host}/session/multi:1")

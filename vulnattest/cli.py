@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +49,53 @@ def keys_generate(
     except VulnattestError as e:
         raise _fail(str(e)) from None
     console.print(f"private key: {private} (keep it secret)\npublic key:  {public} (give it to verifiers and Kyverno)")
+
+
+@keys_app.command("import")
+def keys_import(
+    cosign_key: Annotated[Path, typer.Argument(help="a cosign.key (ENCRYPTED SIGSTORE PRIVATE KEY)", exists=True,
+                                               dir_okay=False, readable=True)],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="where to write vulnattest.key/.pub")] = Path(),
+) -> None:
+    """Convert a cosign key into vulnattest.key and vulnattest.pub.
+
+    Decrypts with COSIGN_PASSWORD (empty when unset, as cosign allows); encrypts the result with
+    VULNATTEST_KEY_PASSWORD (or COSIGN_PASSWORD). vulnattest also signs with a cosign.key directly.
+    """
+    from vulnattest.signing.cosign_keys import cosign_password
+    from vulnattest.signing.keyfile import import_cosign_key, key_password
+
+    password = key_password()
+    try:
+        private, public = import_cosign_key(
+            cosign_key, output_dir, source_password=cosign_password() or b"", password=password)
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    console.print(f"private key: {private} (keep it secret)\npublic key:  {public} (give it to verifiers and Kyverno)")
+    if password is None:
+        errors.print(f"[yellow]warning:[/] {private} is not encrypted; set VULNATTEST_KEY_PASSWORD to encrypt it")
+
+
+@keys_app.command("export")
+def keys_export(
+    key: Annotated[Path, typer.Argument(help="a vulnattest (PEM) key", exists=True, dir_okay=False, readable=True)],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="where to write cosign.key/.pub")] = Path(),
+) -> None:
+    """Write KEY in cosign's own format, as cosign.key and cosign.pub, for `cosign attest --key`.
+
+    Reads KEY with VULNATTEST_KEY_PASSWORD; encrypts cosign.key with COSIGN_PASSWORD (which may be empty).
+    """
+    from vulnattest.signing.cosign_keys import cosign_password
+    from vulnattest.signing.keyfile import export_cosign_key
+
+    password = cosign_password()
+    if password is None:
+        raise _fail("set COSIGN_PASSWORD to the password for cosign.key (cosign reads it too; empty for none)")
+    try:
+        private, public = export_cosign_key(key, output_dir, source_password=None, password=password)
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    console.print(f"cosign key: {private} (keep it secret)\npublic key: {public}")
 
 
 @app.command()
@@ -125,6 +175,169 @@ def verify(
     else:
         console.print(f"[{'green' if ok else 'red'}]{'OK' if ok else 'FAIL'}[/] {resolved.image.pinned}: {reason}")
     raise typer.Exit(0 if ok else 1)
+
+
+_VERDICT_STYLES = {"fresh": "green", "expiring": "yellow", "stale": "bold red", "missing": "bold red",
+                   "invalid": "bold red", "policy": "magenta", "unreachable": "red"}
+
+
+@app.command()
+def status(
+    config: ConfigOption,
+    image: Annotated[list[str] | None, typer.Option("--image", "-i", help="only these images (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per image")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="list fresh images too")] = False,
+) -> None:
+    """Check each image's vuln attestations now, as admission will, and print the fleet table.
+
+    Runs here, without Prefect, retries or alerts (`vulnattest check` runs the flow). Exit 0 once the table is
+    printed, 2 when the configuration is invalid.
+    """
+    from vulnattest.freshness import FreshnessChecker, check_fleet
+    from vulnattest.services import Services
+
+    try:
+        fleet = load_config(config)
+        fleet = fleet.with_images(image) if image else fleet
+        if not fleet.images:
+            raise VulnattestError(f"no images to check: list them under `images:` in {config} or pass --image")
+        services = Services.for_checking(fleet)
+        checker = FreshnessChecker.from_config(fleet, services.verifier(), str(config))
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    try:
+        verdicts = check_fleet(checker, services.registries, fleet.image_refs(), concurrency=fleet.concurrency)
+    finally:
+        services.close()
+    if as_json:
+        typer.echo(json.dumps([v.to_json() for v in verdicts], indent=2))
+    else:
+        _print_verdicts(verdicts, show_all)
+
+
+@app.command()
+def check(
+    config: ConfigOption,
+    image: Annotated[list[str] | None, typer.Option("--image", "-i", help="only these images (repeatable)")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="list fresh images too")] = False,
+) -> None:
+    """Run check-freshness once (alerts and events included); exit 0 when every image is fresh, 1 otherwise.
+
+    Also exits 1 when an alert could not be delivered. Uses the Prefect API in PREFECT_API_URL, or a temporary
+    embedded server when it is unset.
+    """
+    from flows.check_freshness import check_freshness
+
+    try:
+        load_config(config)
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    state = check_freshness(config_path=str(config), images=image or None, return_state=True)
+    verdicts = state.result(raise_on_failure=False)
+    if not isinstance(verdicts, list):
+        raise _fail(f"check-freshness did not run: {verdicts}", 1)
+    _print_verdicts(verdicts, show_all)
+    if not state.is_completed():
+        errors.print(f"[bold red]check-freshness failed:[/] {state.message}", highlight=False)
+    raise typer.Exit(0 if state.is_completed() and all(v.ok for v in verdicts) else 1)
+
+
+def _print_verdicts(verdicts: list[Any], show_all: bool) -> None:
+    from vulnattest.freshness import counts_text, worst_first
+
+    shown = [v for v in worst_first(verdicts) if show_all or not v.ok]
+    if shown:
+        table = Table(title="check-freshness: " + ("every image" if show_all else "not fresh, worst first"))
+        for column in ("verdict", "image", "age", "deadline", "reason", "action"):
+            table.add_column(column, overflow="fold")
+        for v in shown:
+            style = _VERDICT_STYLES.get(v.verdict.value, "")
+            age = format_duration(v.age) if v.age is not None else "-"
+            table.add_row(f"[{style}]{v.verdict.value}[/]", v.image, age, v.deadline_text(), v.reason, v.action)
+        console.print(table)
+    all_fresh = all(v.ok for v in verdicts)
+    console.print(counts_text(verdicts), style="green" if all_fresh else "red", highlight=False)
+
+
+@app.command()
+def serve(
+    config: ConfigOption,
+    ui: Annotated[bool, typer.Option(help="also start a local Prefect server with its UI")] = False,
+    port: Annotated[int, typer.Option(help="port of the local Prefect server started by --ui")] = 4200,
+    scan_cron: Annotated[str, typer.Option(help="cron (UTC) of scan-and-attest")] = "23 1 * * *",
+    check_cron: Annotated[str, typer.Option(help="cron (UTC) of check-freshness")] = "7 * * * *",
+) -> None:
+    """Serve the scan-and-attest and check-freshness deployments, on their schedules, until interrupted.
+
+    Runs against the Prefect API in PREFECT_API_URL (or an embedded server); with --ui, against a local server
+    whose UI shows both deployments, their schedules, and a form to run them by hand.
+    """
+    from prefect import serve as prefect_serve
+
+    from deployments.serve import fleet_deployments
+
+    try:
+        load_config(config)
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    if not ui:
+        prefect_serve(*fleet_deployments(str(config.resolve()), scan_cron=scan_cron, check_cron=check_cron))
+        return
+    from deployments.server import LocalPrefectServer
+
+    with LocalPrefectServer(port=port) as server:
+        console.print(f"Prefect UI: {server.url}  (deployments: scan-and-attest/fleet, check-freshness/fleet)")
+        env = {**os.environ, **server.environment()}
+        # the runner must talk to the server just started, so it runs in a child with that environment
+        child = subprocess.run(
+            [sys.executable, "-m", "vulnattest", "serve", "--config", str(config.resolve()),
+             "--scan-cron", scan_cron, "--check-cron", check_cron], env=env, check=False,
+        )
+        raise typer.Exit(child.returncode)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path | None, typer.Option(help="keep the demo's files (config, keys, reports) here")] = None,
+) -> None:
+    """Walk through the whole job offline: demo images, scan, attest, check, a stale image and its alert.
+
+    Needs Debian's docker-registry on PATH; starts nothing that outlives it.
+    """
+    from vulnattest.walkthrough import run_demo
+
+    try:
+        code = run_demo(console, workdir)
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    raise typer.Exit(code)
+
+
+policy_app = typer.Typer(help="Write admission policies that match what the pipeline produces.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("kyverno")
+def policy_kyverno(
+    config: ConfigOption,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+    audit: Annotated[bool, typer.Option(help="Audit instead of Enforce")] = False,
+) -> None:
+    """Write a Kyverno ClusterPolicy: fleet images, trusted keys or identities, max age, severity conditions."""
+    import yaml
+
+    from vulnattest.kyverno import cluster_policy
+
+    try:
+        policy = cluster_policy(load_config(config), datetime.now(UTC), enforce=not audit)
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    text = yaml.safe_dump(policy, sort_keys=False, width=1000)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
 
 
 def main() -> None:

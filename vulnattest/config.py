@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vulnattest.errors import ConfigError, ImageRefError
 from vulnattest.images import ImageRef
@@ -100,22 +110,218 @@ class StoreSettings(_Strict):
         return url
 
 
+KEY_URI_SCHEMES = ("awskms://",)
+KEYLESS = "keyless"
+
+
+def _key_ref(value: Any) -> Any:
+    """A signing key reference: ``keyless``, a KMS URI (kept as text) or a file path."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text == KEYLESS or text.startswith(KEY_URI_SCHEMES):
+            return text
+        if "://" in text:
+            raise ValueError(f"unsupported key URI {text!r}: use a file path, awskms://… or keyless")
+        return Path(text)
+    return value
+
+
+KeyRef = Annotated[Path | str, BeforeValidator(_key_ref)]
+
+
+class CertificateIdentitySettings(_Strict):
+    """One keyless signer to accept: exactly one of subject / subject_regexp and of issuer / issuer_regexp."""
+
+    subject: str | None = Field(None, description="certificate SAN, e.g. an email or a CI workflow URI")
+    subject_regexp: str | None = Field(None, description="searched like Go's regexp.MatchString; anchor with ^…$")
+    issuer: str | None = Field(None, description="OIDC issuer, e.g. https://token.actions.githubusercontent.com")
+    issuer_regexp: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> CertificateIdentitySettings:
+        if (self.subject is None) == (self.subject_regexp is None):
+            raise ValueError("set exactly one of subject and subject_regexp")
+        if (self.issuer is None) == (self.issuer_regexp is None):
+            raise ValueError("set exactly one of issuer and issuer_regexp")
+        for pattern in (self.subject_regexp, self.issuer_regexp):
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ValueError(f"invalid regular expression {pattern!r}: {e}") from e
+        return self
+
+
+class KeylessSettings(_Strict):
+    """Where keyless signing gets its Sigstore deployment and its OIDC identity."""
+
+    trust_config: Path | None = Field(
+        None, description="Sigstore ClientTrustConfig JSON of a private deployment (default: public Sigstore via TUF)")
+    identity_token_file: Path | None = Field(
+        None, description="a file holding the OIDC token (e.g. a projected Kubernetes token, audience sigstore)")
+
+
 class SigningSettings(_Strict):
-    """The signing key and the public keys trusted when verifying."""
+    """How attestations are signed (a key file, a KMS key or keyless) and which signers verify accepts."""
 
-    key: Path = Field(Path("keys/vulnattest.key"), description="PEM ECDSA P-256 private key")
-    public_keys: tuple[Path, ...] = Field((), description="PEM public keys trusted by verify (default: key's .pub)")
+    key: KeyRef = Field(Path("keys/vulnattest.key"),
+                        description="PEM or cosign.key file, awskms:///<key id|alias/name|arn>, or keyless")
+    public_keys: tuple[KeyRef, ...] = Field(
+        (), description="PEM public key files or awskms:// keys trusted by verify (default: the signing key's)")
+    keyless: KeylessSettings = KeylessSettings()
+    identities: tuple[CertificateIdentitySettings, ...] = Field(
+        (), description="keyless certificate identities trusted by verify")
+    trusted_root: Path | None = Field(
+        None, description="Sigstore trusted_root.json of a private deployment (default: public Sigstore via TUF)")
+    roots: Path | None = Field(None, description="PEM CA certificates keyless certificates must chain to")
+    rekor_public_keys: tuple[Path, ...] = Field((), description="PEM public keys of trusted Rekor logs")
+    ctlog_public_keys: tuple[Path, ...] = Field((), description="PEM public keys of trusted CT logs")
+    rekor_url: str | None = Field(None, description="the Rekor log Kyverno consults (default: public Rekor)")
+    ignore_tlog: bool = Field(
+        False, description="accept keyless attestations without a Rekor entry (private deployments without a log)")
+    ignore_sct: bool = Field(False, description="accept certificates without an SCT (private CAs without a CT log)")
 
-    def trusted_public_keys(self) -> tuple[Path, ...]:
-        """The configured public keys, or the public half written beside the signing key."""
-        return self.public_keys or (self.key.with_suffix(".pub"),)
+    def trusted_public_keys(self) -> tuple[Path | str, ...]:
+        """The configured public keys; else, when no identities are configured, the signing key's own (the ``.pub``
+        beside a key file, or the KMS key). With identities configured, list any keys to keep trusting."""
+        if self.public_keys or self.identities:
+            return self.public_keys
+        if isinstance(self.key, Path):
+            return (self.key.with_suffix(".pub"),)
+        return () if self.key == KEYLESS else (self.key,)
+
+    def resolved_against(self, base: Path) -> SigningSettings:
+        """Resolve relative file paths against `base`; URIs and ``keyless`` stay as they are."""
+
+        def absolute(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path.expanduser()).resolve()
+
+        def ref(value: Path | str) -> Path | str:
+            return absolute(value) if isinstance(value, Path) else value
+
+        def optional(path: Path | None) -> Path | None:
+            return absolute(path) if path is not None else None
+
+        return self.model_copy(update={
+            "key": ref(self.key),
+            "public_keys": tuple(ref(p) for p in self.public_keys),
+            "keyless": self.keyless.model_copy(update={
+                "trust_config": optional(self.keyless.trust_config),
+                "identity_token_file": optional(self.keyless.identity_token_file),
+            }),
+            "trusted_root": optional(self.trusted_root),
+            "roots": optional(self.roots),
+            "rekor_public_keys": tuple(absolute(p) for p in self.rekor_public_keys),
+            "ctlog_public_keys": tuple(absolute(p) for p in self.ctlog_public_keys),
+        })
 
 
 class FreshnessSettings(_Strict):
-    """How old a scan may be before admission refuses the image."""
+    """How old a scan may be before admission refuses the image, when to warn, and how often to remind."""
 
     max_age: Duration = Field(timedelta(hours=168), description="Kyverno's time_since limit on scanFinishedOn")
-    warn_before: Duration | None = Field(None, description="how long before the deadline to warn")
+    warn_before: Duration | None = Field(
+        None, description="how long before the deadline to warn (default: scan_interval + admission_cache + margin)"
+    )
+    scan_interval: Duration = Field(timedelta(hours=24), description="how often scan-and-attest runs")
+    admission_cache: Duration = Field(
+        timedelta(hours=1), description="how long Kyverno caches a verification result (its default is 1h)"
+    )
+    margin: Duration = Field(timedelta(hours=5), description="slack for a failed or slow scan run")
+    remind_every: Duration = Field(
+        timedelta(hours=24), description="repeat an alert this often while an image stays bad"
+    )
+    digest_threshold: int = Field(
+        5, ge=1, description="more alerts than this for one channel in one run go out as one digest message"
+    )
+
+    def effective_warn_before(self) -> timedelta:
+        """`warn_before`, or the default: one missed scan interval plus Kyverno's cache plus a margin."""
+        if self.warn_before is not None:
+            return self.warn_before
+        return self.scan_interval + self.admission_cache + self.margin
+
+    @model_validator(mode="after")
+    def _warn_inside_max_age(self) -> FreshnessSettings:
+        warn = self.effective_warn_before()
+        if warn >= self.max_age:
+            raise ValueError(
+                f"warn_before ({format_duration(warn)}) must be shorter than max_age "
+                f"({format_duration(self.max_age)}), or every image is always expiring; lower warn_before "
+                "(or scan_interval, admission_cache, margin) or raise max_age"
+            )
+        if self.max_age - warn < self.scan_interval:
+            raise ValueError(
+                f"max_age - warn_before ({format_duration(self.max_age - warn)}) is shorter than scan_interval "
+                f"({format_duration(self.scan_interval)}), so healthy images turn expiring before each scheduled "
+                "scan and alert every time; set scan_interval to how often scan-and-attest runs, or lower warn_before"
+            )
+        return self
+
+
+def _utc_moment(value: Any) -> Any:
+    """A date means 00:00 UTC that day; a datetime without a zone is read as UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        return datetime.combine(date.fromisoformat(value.strip()), time(0), tzinfo=UTC)
+    return value
+
+
+UtcMoment = Annotated[datetime, BeforeValidator(_utc_moment)]
+VulnId = Annotated[str, Field(min_length=1, pattern=r"^\S+$"), BeforeValidator(lambda v: str(v).strip().upper())]
+
+
+class AllowEntry(_Strict):
+    """A vulnerability accepted for a while, with the reason it was accepted."""
+
+    id: VulnId = Field(description="vulnerability ID, e.g. CVE-2024-1234 or GHSA-…")
+    reason: str = Field(min_length=1, description="why it is accepted (shown in alerts and reports)")
+    expires: UtcMoment = Field(description="when the entry stops applying (a date means 00:00 UTC that day)")
+
+
+class PolicyOverride(_Strict):
+    """Policy changes for the images whose reference matches one of `images` (shell-style patterns)."""
+
+    images: tuple[str, ...] = Field(min_length=1, description="patterns such as registry.example/team/*")
+    severity: Severity | None = Field(None, description="replaces the fleet's severity threshold")
+    fixed_only: bool | None = Field(None, description="replaces the fleet's fixed_only")
+    allow: tuple[AllowEntry, ...] = Field((), description="added to the fleet's allow list")
+    deny: tuple[VulnId, ...] = Field((), description="added to the fleet's deny list")
+
+
+class PolicySettings(_Strict):
+    """The vulnerability policy applied to each attested scan report."""
+
+    severity: Severity | None = Field(None, description="fail on findings at or above this severity")
+    fixed_only: bool = Field(False, description="count only findings that have a fixed version")
+    allow: tuple[AllowEntry, ...] = Field((), description="accepted vulnerabilities, each with reason and expiry")
+    deny: tuple[VulnId, ...] = Field((), description="vulnerabilities that always fail, whatever the allow list")
+    allow_warning: Duration = Field(
+        timedelta(days=7), description="warn this long before an allow entry an image relies on expires"
+    )
+    overrides: tuple[PolicyOverride, ...] = Field((), description="per-image changes, applied in order")
+
+
+class AlertChannelSettings(_Strict):
+    """One alert channel: a plain JSON webhook, or a Prefect notification block saved under a name."""
+
+    webhook: SecretStr | None = Field(None, description="URL that receives a JSON POST per alert (kept secret)")
+    prefect_block: str | None = Field(None, min_length=1, description="name of a saved notification block")
+    name: str | None = Field(None, min_length=1, description="how alerts and logs name this channel")
+    timeout: Duration = Field(timedelta(seconds=10), description="per-request timeout (webhook)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AlertChannelSettings:
+        if (self.webhook is None) == (self.prefect_block is None):
+            raise ValueError("give exactly one of `webhook: URL` or `prefect_block: NAME`")
+        if self.webhook is not None:
+            url = urlparse(self.webhook.get_secret_value())
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ValueError("webhook must be an http:// or https:// URL")
+        return self
 
 
 class FleetConfig(_Strict):
@@ -128,11 +334,25 @@ class FleetConfig(_Strict):
     store: StoreSettings = StoreSettings()
     signing: SigningSettings = SigningSettings()
     freshness: FreshnessSettings = FreshnessSettings()
+    policy: PolicySettings = PolicySettings()
+    alerts: tuple[AlertChannelSettings, ...] = ()
     concurrency: int = Field(4, ge=1, le=64)
+    attach_lock: Literal["file", "prefect"] = Field(
+        "file", description="how writers of one image's attestations are serialised: file locks on this host, "
+        "or global concurrency limits on the Prefect server (workers on many hosts)",
+    )
 
     def image_refs(self) -> list[ImageRef]:
         """The fleet's images, parsed, without duplicates, in file order."""
         return list(dict.fromkeys(ImageRef.parse(text) for text in self.images))
+
+    def with_images(self, images: list[str]) -> FleetConfig:
+        """This config for only `images` (validated like the file's own list)."""
+        try:
+            return FleetConfig.model_validate({**self.model_dump(), "images": images})
+        except ValidationError as e:
+            problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in e.errors())
+            raise ConfigError(f"invalid image: {problems}") from e
 
     def insecure_registries(self) -> frozenset[str]:
         """Hosts to speak plain HTTP to."""
@@ -154,10 +374,7 @@ class FleetConfig(_Strict):
             "scanner": ScannerSettings(trivy=trivy.model_copy(
                 update={"cache_dir": absolute(trivy.cache_dir) if trivy.cache_dir else None})),
             "store": self.store.model_copy(update={"url": store_url}),
-            "signing": self.signing.model_copy(update={
-                "key": absolute(self.signing.key),
-                "public_keys": tuple(absolute(p) for p in self.signing.public_keys),
-            }),
+            "signing": self.signing.resolved_against(base),
         })
 
 

@@ -10,8 +10,8 @@ from vulnattest.errors import VulnattestError
 from vulnattest.registry import Registries
 from vulnattest.scanners.interface import Scanner
 from vulnattest.scanners.trivy import TrivyScanner
-from vulnattest.signing.interface import PublicKeyVerifier, Signer
-from vulnattest.signing.keyfile import KeyFileSigner
+from vulnattest.signing.factory import signer_from_settings, verifier_from_settings
+from vulnattest.signing.interface import Signer, Verifier
 from vulnattest.storage import ReportStore, open_store
 
 
@@ -37,7 +37,7 @@ class Services:
 
     @classmethod
     def for_attesting(cls, config: FleetConfig) -> Services:
-        """Everything, with the signing key loaded now, so a missing key fails before any image is scanned."""
+        """Everything, with the signer (key file, KMS key or keyless) built now, so a bad key fails before any scan."""
         services = cls.for_checking(config)
         trivy = config.scanner.trivy
         services.scanner = TrivyScanner(
@@ -45,7 +45,7 @@ class Services:
             severities=trivy.severities, timeout=trivy.timeout, insecure_registries=config.insecure_registries(),
             db_repository=trivy.db_repository,
         )
-        services.signer = KeyFileSigner.from_file(config.signing.key)
+        services.signer = signer_from_settings(config.signing)
         return services
 
     def require_scanner(self) -> Scanner:
@@ -60,9 +60,9 @@ class Services:
             raise VulnattestError("this run has no signing key: build its services with Services.for_attesting")
         return self.signer
 
-    def verifier(self) -> PublicKeyVerifier:
-        """Verifier over the configured trusted public keys."""
-        return PublicKeyVerifier.from_pem_files(self.config.signing.trusted_public_keys())
+    def verifier(self) -> Verifier:
+        """Verifier over the configured public keys and certificate identities."""
+        return verifier_from_settings(self.config.signing)
 
     def close(self) -> None:
         """Close connection pools."""

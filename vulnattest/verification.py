@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from vulnattest.attestations.cosign import read_attestations
@@ -11,9 +12,29 @@ from vulnattest.attestations.dsse import Envelope
 from vulnattest.attestations.statement import VULN_PREDICATE_TYPE
 from vulnattest.errors import VerificationError
 from vulnattest.registry import RegistryClient, ResolvedImage
-from vulnattest.signing.interface import PublicKeyVerifier
+from vulnattest.signing.interface import CertificateMaterial, Verifier
 
 OLD_VULN_PREDICATE_TYPE = "cosign.sigstore.dev/attestation/vuln/v1"
+VULN_TYPES = frozenset({VULN_PREDICATE_TYPE, OLD_VULN_PREDICATE_TYPE})
+
+
+class Check(StrEnum):
+    """The check an attestation failed, in the order they run."""
+
+    ENVELOPE = "envelope"
+    SIGNATURE = "signature"
+    STATEMENT = "statement"
+    PREDICATE_TYPE = "predicate-type"
+    SUBJECT = "subject"
+    PREDICATE = "predicate"
+    SCAN_TIME = "scan-time"
+
+
+# cosign drops an attestation that fails one of these before Kyverno sees it (signature and claim verification,
+# then Kyverno's exact type match); the rest fail Kyverno's conditions on an attestation it did select.
+DROPPED_BEFORE_CONDITIONS = frozenset(
+    {Check.ENVELOPE, Check.SIGNATURE, Check.STATEMENT, Check.PREDICATE_TYPE, Check.SUBJECT}
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,12 @@ class AttestationCheck:
     scan_finished: datetime | None = None
     key_id: str | None = None
     predicate: dict[str, Any] | None = None
+    failed: Check | None = None
+
+    @property
+    def reaches_conditions(self) -> bool:
+        """True when Kyverno would evaluate its conditions on this attestation (so it can block a Pod)."""
+        return self.ok or self.failed not in DROPPED_BEFORE_CONDITIONS
 
 
 def parse_rfc3339(text: Any) -> datetime:
@@ -39,56 +66,69 @@ def parse_rfc3339(text: Any) -> datetime:
 
 
 def check_attestations(
-    client: RegistryClient, image: ResolvedImage, verifier: PublicKeyVerifier, now: datetime | None = None,
+    client: RegistryClient, image: ResolvedImage, verifier: Verifier, now: datetime | None = None,
+    clock_skew: timedelta = timedelta(0),
 ) -> list[AttestationCheck]:
-    """Check every layer whose statement claims a vuln predicate; layers of other types are not Kyverno's concern."""
-    now = now or datetime.now(UTC)
+    """Check every layer that claims a vuln predicate (by annotation or statement); other types are not Kyverno's
+    concern. A scan time up to `clock_skew` past `now` is not "in the future" (the scanner's clock may run ahead).
+    """
+    now = (now or datetime.now(UTC)) + clock_skew
     checks = []
     for attached in read_attestations(client, image):
         where = f"{image.image.pinned} attestation {attached.descriptor.get('digest')}"
         annotated = attached.predicate_type
-        if annotated not in (VULN_PREDICATE_TYPE, OLD_VULN_PREDICATE_TYPE):
-            continue
+        if annotated not in VULN_TYPES:
+            try:
+                annotated = attached.statement_predicate_type(where)
+            except VerificationError:
+                continue
+            if annotated not in VULN_TYPES:
+                continue
         checks.append(_check_layer(attached.envelope_bytes, str(attached.descriptor.get("digest")), annotated,
-                                   image, verifier, now, where))
+                                   image, verifier, now, where, attached.certificate_material()))
     return checks
 
 
 def _check_layer(
-    envelope_bytes: bytes, layer_digest: str, annotated: str, image: ResolvedImage, verifier: PublicKeyVerifier,
-    now: datetime, where: str,
+    envelope_bytes: bytes, layer_digest: str, annotated: str, image: ResolvedImage, verifier: Verifier,
+    now: datetime, where: str, material: CertificateMaterial | None = None,
 ) -> AttestationCheck:
-    def fail(reason: str, **extra: Any) -> AttestationCheck:
-        return AttestationCheck(layer_digest, ok=False, reason=reason, **extra)
+    def fail(failed: Check, reason: str, **extra: Any) -> AttestationCheck:
+        return AttestationCheck(layer_digest, ok=False, reason=reason, failed=failed, **extra)
 
     try:
         envelope = Envelope.from_json(envelope_bytes, where)
     except VerificationError as e:
-        return fail(str(e))
-    key = envelope.verify(verifier)
-    if key is None:
-        return fail("signature does not verify with any trusted public key (tampered, or signed by an unknown key)")
+        return fail(Check.ENVELOPE, str(e))
+    try:
+        # keys or certificate identity, with the layer's keyless annotations (certificate, chain, Rekor bundle)
+        key = envelope.verify_signer(verifier, material)
+    except VerificationError as e:
+        return fail(Check.SIGNATURE, str(e))
     try:
         statement = envelope.statement(where)
     except VerificationError as e:
-        return fail(str(e), key_id=key.key_id)
+        return fail(Check.STATEMENT, str(e), key_id=key.key_id)
     predicate_type = statement.get("predicateType")
     if predicate_type != VULN_PREDICATE_TYPE:
         return fail(
+            Check.PREDICATE_TYPE,
             f"predicate type {predicate_type!r} is not {VULN_PREDICATE_TYPE!r} (Kyverno compares it exactly; "
             "re-attest with a current tool)", key_id=key.key_id,
         )
     subjects = statement.get("subject") or []
     wanted = image.digest.removeprefix("sha256:")
     if not any(isinstance(s, dict) and (s.get("digest") or {}).get("sha256") == wanted for s in subjects):
-        return fail(f"statement subject is not {image.digest} (an attestation of another image)", key_id=key.key_id)
+        return fail(Check.SUBJECT, f"statement subject is not {image.digest} (an attestation of another image)",
+                    key_id=key.key_id)
     predicate = statement.get("predicate")
     if not isinstance(predicate, dict):
-        return fail("statement has no predicate object", key_id=key.key_id)
+        return fail(Check.PREDICATE, "statement has no predicate object", key_id=key.key_id)
     try:
         finished = parse_rfc3339((predicate.get("metadata") or {}).get("scanFinishedOn"))
     except ValueError as e:
-        return fail(f"metadata.scanFinishedOn: {e}", key_id=key.key_id)
+        return fail(Check.SCAN_TIME, f"metadata.scanFinishedOn: {e}", key_id=key.key_id, predicate=predicate)
     if finished > now:
-        return fail(f"metadata.scanFinishedOn {finished.isoformat()} is in the future", key_id=key.key_id)
+        return fail(Check.SCAN_TIME, f"metadata.scanFinishedOn {finished.isoformat()} is in the future",
+                    key_id=key.key_id, predicate=predicate)
     return AttestationCheck(layer_digest, ok=True, scan_finished=finished, key_id=key.key_id, predicate=predicate)

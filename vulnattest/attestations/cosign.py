@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
-import logging
-import threading
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.errors import TransientRegistryError, VerificationError
+from vulnattest.locks import FileLocks
 from vulnattest.registry import OCI_MANIFEST, RegistryClient, ResolvedImage
-
-log = logging.getLogger(__name__)
+from vulnattest.signing.interface import CertificateMaterial
 
 DSSE_LAYER = "application/vnd.dsse.envelope.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 PREDICATE_ANNOTATION = "predicateType"
-_WRITE_ATTEMPTS = 5
+# keyless: the Fulcio leaf, its chain, and the Rekor bundle (pkg/oci/static/signature.go)
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
+BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 
 
 def attestation_tag(digest: str) -> str:
@@ -40,9 +42,21 @@ class AttachedAttestation:
         """The predicate type the layer annotates (what ``--replace`` compares)."""
         return str(self.descriptor.get("annotations", {}).get(PREDICATE_ANNOTATION, ""))
 
+    def certificate_material(self) -> CertificateMaterial | None:
+        """The keyless annotations (certificate, chain, Rekor bundle), or None for a key-signed layer."""
+        annotations = self.descriptor.get("annotations") or {}
+        certificate = annotations.get(CERTIFICATE_ANNOTATION)
+        if not isinstance(certificate, str) or not certificate:
+            return None
+        chain, bundle = annotations.get(CHAIN_ANNOTATION), annotations.get(BUNDLE_ANNOTATION)
+        return CertificateMaterial(
+            certificate=certificate.encode(), chain=chain.encode() if isinstance(chain, str) else b"",
+            rekor_bundle=bundle.encode() if isinstance(bundle, str) and bundle else None,
+        )
+
     def envelope(self, where: str) -> Envelope:
-        """Parse the envelope."""
-        return Envelope.from_json(self.envelope_bytes, where)
+        """Parse the envelope, with the layer's keyless annotations as its certificate material."""
+        return replace(Envelope.from_json(self.envelope_bytes, where), material=self.certificate_material())
 
     def statement_predicate_type(self, where: str) -> str:
         """The predicate type inside the signed statement (cosign ``--replace`` reads this, not the annotation)."""
@@ -72,47 +86,49 @@ def read_attestations(client: RegistryClient, image: ResolvedImage) -> list[Atta
     ]
 
 
+LockFactory = Callable[[str], AbstractContextManager[object]]
+
+
 @dataclass
 class CosignAttacher:
     """Attaches envelopes with ``cosign attest --replace`` semantics, one writer per image digest at a time.
 
-    Registries offer no compare-and-swap on tags, so after each write the tag is read again: if another writer's
-    manifest replaced ours, the read-modify-write is redone on top of theirs.
+    Updating the ``.att`` tag is a read-modify-write and registries offer no compare-and-swap, so writers to one
+    digest take `lock` (file locks by default, shared by every process on the host; `tasks.locks` has one shared
+    through the Prefect server for workers on many hosts). A writer that takes no lock (another tool) is caught
+    when it lands between our read and our write, by re-reading the tag after writing.
     """
 
-    _locks: defaultdict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
-    _guard: threading.Lock = field(default_factory=threading.Lock)
-
-    def _lock_for(self, key: str) -> threading.Lock:
-        with self._guard:
-            return self._locks[key]
+    lock: LockFactory = field(default_factory=FileLocks)
 
     def attach(
-        self, client: RegistryClient, image: ResolvedImage, envelope: Envelope, predicate_type: str
+        self, client: RegistryClient, image: ResolvedImage, envelope: Envelope, predicate_type: str,
+        *, replace: bool = True,
     ) -> AttachResult:
-        """Put `envelope` first in the image's ``.att`` manifest, dropping older layers of `predicate_type`."""
+        """Put `envelope` first in the image's ``.att`` manifest, dropping older layers of `predicate_type`.
+
+        With ``replace=False`` older layers stay, as ``cosign attest`` without ``--replace`` leaves them.
+        """
         repository, tag = image.image.repository, attestation_tag(image.digest)
         envelope_bytes = envelope.to_json()
         layer = {
             "mediaType": DSSE_LAYER,
             "size": len(envelope_bytes),
             "digest": client.push_blob(repository, envelope_bytes),
-            "annotations": {PREDICATE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: ""},
+            "annotations": {PREDICATE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: "",
+                            **keyless_annotations(envelope.material)},
         }
-        with self._lock_for(f"{image.image.name}@{image.digest}"):
-            for _attempt in range(_WRITE_ATTEMPTS):
-                existing = read_attestations(client, image)
-                kept = [a.descriptor for a in existing if not _same_type(a, predicate_type, image)]
-                layers = [layer, *kept]
-                manifest = _manifest(client, repository, layers)
-                digest = client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
-                current = client.find_manifest(repository, tag)
-                if current is not None and current.digest == digest:
-                    return AttachResult(digest, str(layer["digest"]), len(existing) - len(kept), len(kept))
-                log.info("%s was rewritten by another writer; attaching again", tag)
-        raise TransientRegistryError(
-            f"{image.image.pinned}: {tag} kept changing under concurrent writers; retry later"
-        )
+        with self.lock(f"{image.image.name}@{image.digest}"):
+            existing = read_attestations(client, image)
+            kept = [a.descriptor for a in existing if not (replace and _same_type(a, predicate_type, image))]
+            manifest = _manifest(client, repository, [layer, *kept])
+            digest = client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
+            current = client.find_manifest(repository, tag)
+        if current is None or current.digest != digest:
+            raise TransientRegistryError(
+                f"{image.image.pinned}: {tag} was rewritten by another writer while attaching; retry"
+            )
+        return AttachResult(digest, str(layer["digest"]), len(existing) - len(kept), len(kept))
 
 
 def _same_type(attached: AttachedAttestation, predicate_type: str, image: ResolvedImage) -> bool:
@@ -138,3 +154,12 @@ def _manifest(client: RegistryClient, repository: str, layers: list[dict[str, An
         "layers": layers,
     }, separators=(",", ":")).encode()
 
+
+def keyless_annotations(material: CertificateMaterial | None) -> dict[str, str]:
+    """cosign's layer annotations for a keyless signature; none for a key signature."""
+    if material is None:
+        return {}
+    annotations = {CERTIFICATE_ANNOTATION: material.certificate.decode(), CHAIN_ANNOTATION: material.chain.decode()}
+    if material.rekor_bundle is not None:
+        annotations[BUNDLE_ANNOTATION] = material.rekor_bundle.decode()
+    return annotations

@@ -8,10 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from securesystemslib.dsse import Envelope as _SslibEnvelope
 
 from vulnattest.errors import VerificationError
-from vulnattest.signing.interface import PublicKeyVerifier, Signer, TrustedKey
+from vulnattest.signing.interface import (
+    CertificateMaterial,
+    PublicKeyVerifier,
+    Signer,
+    TrustedKey,
+    VerifiedSigner,
+    Verifier,
+)
+from vulnattest.signing.interface import pae as _pae
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
@@ -29,11 +36,16 @@ class _WireEnvelope(BaseModel):
 
 @dataclass(frozen=True)
 class Envelope:
-    """A signed DSSE envelope: the payload bytes and the raw signatures over its PAE."""
+    """A signed DSSE envelope: the payload bytes and the raw signatures over its PAE.
+
+    `material` is what keyless signing adds (certificate, chain, Rekor bundle); cosign keeps it in the layer's
+    annotations, not in the envelope JSON.
+    """
 
     payload: bytes
     payload_type: str
     signatures: tuple[bytes, ...]
+    material: CertificateMaterial | None = None
 
     def pae(self) -> bytes:
         """The pre-authentication encoding the signatures cover."""
@@ -72,8 +84,15 @@ class Envelope:
             raise VerificationError(f"{where}: payload is not an in-toto statement")
         return statement
 
+    def verify_signer(self, verifier: Verifier, material: CertificateMaterial | None = None) -> VerifiedSigner:
+        """Return who signed, by keys or certificate identity; raise VerificationError saying why not.
+
+        `material` defaults to the envelope's own (set when it was signed keyless).
+        """
+        return verifier.verify_dsse(self.payload_type, self.payload, self.signatures, material or self.material)
+
     def verify(self, verifier: PublicKeyVerifier) -> TrustedKey | None:
-        """Return the trusted key that signed this envelope, or None."""
+        """Return the trusted key that signed this envelope, or None (public keys only; see `verify_signer`)."""
         data = self.pae()
         for signature in self.signatures:
             key = verifier.verify(data, signature)
@@ -84,9 +103,10 @@ class Envelope:
 
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding (securesystemslib's, so the bytes match the spec's)."""
-    return _SslibEnvelope(payload, payload_type, {}).pae()
+    return _pae(payload_type, payload)
 
 
 def sign_statement(statement: bytes, signer: Signer) -> Envelope:
-    """Sign an in-toto statement into a DSSE envelope."""
-    return Envelope(statement, IN_TOTO_PAYLOAD_TYPE, (signer.sign(pae(IN_TOTO_PAYLOAD_TYPE, statement)),))
+    """Sign an in-toto statement into a DSSE envelope (with certificate material when signed keyless)."""
+    signed = signer.sign_dsse(IN_TOTO_PAYLOAD_TYPE, statement)
+    return Envelope(statement, IN_TOTO_PAYLOAD_TYPE, (signed.signature,), signed.material)

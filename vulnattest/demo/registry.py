@@ -17,7 +17,7 @@ from vulnattest.demo.images import Image, image_index
 from vulnattest.errors import VulnattestError
 from vulnattest.registry import OCI_INDEX, RegistryClient
 
-INSTALL_HINT = "install Debian's registry: `sudo apt-get install docker-registry` (it provides /usr/bin/docker-registry)"
+INSTALL_HINT = "install Debian's registry: `sudo apt-get install docker-registry` (it provides docker-registry)"
 
 
 def free_port() -> int:
@@ -36,7 +36,7 @@ class LocalRegistry:
             raise VulnattestError(f"{binary} not found; {INSTALL_HINT}")
         self._binary = found
         self._tmp = tempfile.TemporaryDirectory(prefix="vulnattest-registry-") if root is None else None
-        self.root = Path(self._tmp.name) if self._tmp else root  # type: ignore[assignment]
+        self.root: Path = Path(self._tmp.name) if self._tmp is not None else Path(root or ".")
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None

@@ -1,33 +1,105 @@
-"""What signs attestations and what checks their signatures: ECDSA P-256 over SHA-256, DER encoded, as cosign does."""
+"""What signs attestations and what checks them: one `Signer` and one `Verifier` protocol for keys, KMS and keyless.
+
+Signatures are ECDSA P-256 over SHA-256, DER encoded, over the DSSE pre-authentication encoding, as cosign writes them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from securesystemslib.dsse import Envelope as _SslibEnvelope
 from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.exceptions import VerificationError as SslibVerificationError
 from securesystemslib.signer import Signature, SSlibKey
 
-from vulnattest.errors import SigningError
+from vulnattest.errors import SigningError, TransientError, VerificationError
+
+
+class TransientSigningError(SigningError, TransientError):
+    """A signing service (KMS, Fulcio, Rekor) failed in a way that may pass: throttling, 5xx, a dropped connection."""
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding (securesystemslib's, so the bytes match the spec's)."""
+    return _SslibEnvelope(payload, payload_type, {}).pae()
+
+
+@dataclass(frozen=True)
+class CertificateMaterial:
+    """What a keyless signature carries beside itself, as cosign's layer annotations hold it.
+
+    `certificate` is the PEM leaf, `chain` the PEM intermediates and root, `rekor_bundle` cosign's bundle JSON
+    (``{"SignedEntryTimestamp", "Payload": {"body", "integratedTime", "logIndex", "logID"}}``) or None.
+    """
+
+    certificate: bytes
+    chain: bytes = b""
+    rekor_bundle: bytes | None = None
+
+
+@dataclass(frozen=True)
+class DsseSignature:
+    """One DSSE signature and, for keyless signing, the certificate material that proves who made it."""
+
+    signature: bytes
+    material: CertificateMaterial | None = None
 
 
 class Signer(Protocol):
-    """Signs bytes; never reveals its key material."""
+    """Signs DSSE payloads; never reveals key material or tokens."""
 
     @property
     def key_id(self) -> str:
-        """A short public fingerprint of the signing key, safe to log."""
+        """Who signs, safe to log: a public-key fingerprint, a KMS key URI, or ``keyless``."""
         ...
 
-    def sign(self, data: bytes) -> bytes:
-        """Return the DER-encoded signature over `data`."""
+    def sign_dsse(self, payload_type: str, payload: bytes) -> DsseSignature:
+        """Sign the DSSE PAE of `payload`; return the signature and any certificate material."""
         ...
+
+
+@dataclass(frozen=True)
+class VerifiedSigner:
+    """Who made a signature that verified: a trusted key's fingerprint, or a certificate identity and issuer."""
+
+    key_id: str
+    identity: str | None = None
+    issuer: str | None = None
+    signed_at: datetime | None = None
+
+
+class Verifier(Protocol):
+    """Checks a DSSE envelope's signatures against configured keys or certificate identities."""
+
+    def verify_dsse(
+        self, payload_type: str, payload: bytes, signatures: Sequence[bytes], material: CertificateMaterial | None,
+    ) -> VerifiedSigner:
+        """Return who signed; raise VerificationError naming why no signature is acceptable."""
+        ...
+
+
+class KeySigner:
+    """Base for signers that hold (or reach) one ECDSA key: sign the PAE, carry no certificate."""
+
+    @property
+    def key_id(self) -> str:
+        """A loggable name of the key."""
+        raise NotImplementedError
+
+    def sign(self, data: bytes) -> bytes:
+        """Return the DER-encoded ECDSA P-256 / SHA-256 signature over `data`."""
+        raise NotImplementedError
+
+    def sign_dsse(self, payload_type: str, payload: bytes) -> DsseSignature:
+        """Sign the PAE of `payload`."""
+        return DsseSignature(self.sign(pae(payload_type, payload)))
 
 
 def fingerprint(public_key_der: bytes) -> str:
@@ -55,7 +127,14 @@ class PublicKeyVerifier:
     @classmethod
     def from_pem_files(cls, paths: Sequence[Path]) -> PublicKeyVerifier:
         """Load PEM public keys (``-----BEGIN PUBLIC KEY-----``), as ``cosign.pub`` files are written."""
-        return cls([load_public_key(path.read_bytes(), str(path)) for path in paths])
+        keys = []
+        for path in paths:
+            try:
+                pem = path.read_bytes()
+            except OSError as e:
+                raise SigningError(f"cannot read public key {path}: {e.strerror}") from e
+            keys.append(load_public_key(pem, str(path)))
+        return cls(keys)
 
     def verify(self, data: bytes, signature: bytes) -> TrustedKey | None:
         """Return the key that made `signature` over `data`, or None when no trusted key did."""
@@ -67,6 +146,19 @@ class PublicKeyVerifier:
                 continue
             return trusted
         return None
+
+    def verify_dsse(
+        self, payload_type: str, payload: bytes, signatures: Sequence[bytes], material: CertificateMaterial | None,
+    ) -> VerifiedSigner:
+        """Accept the envelope when any signature verifies with a trusted key; certificates are not consulted."""
+        data = pae(payload_type, payload)
+        for signature in signatures:
+            key = self.verify(data, signature)
+            if key is not None:
+                return VerifiedSigner(key_id=key.key_id)
+        raise VerificationError(
+            "signature does not verify with any trusted public key (tampered, or signed by an unknown key)"
+        )
 
 
 def load_public_key(pem: bytes, source: str) -> TrustedKey:

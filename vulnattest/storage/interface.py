@@ -10,7 +10,7 @@ from typing import Protocol
 from vulnattest.errors import StoreError
 from vulnattest.images import ImageRef
 
-_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,8 @@ class ObjectKey:
 
     @classmethod
     def join(cls, *parts: str) -> ObjectKey:
-        """Build a key from parts, each cleaned to the safe alphabet."""
-        return cls("/".join(_clean(p) for part in parts for p in part.split("/")))
+        """Build a key from parts, each segment cleaned to the safe alphabet (so no part can climb out)."""
+        return cls("/".join(_clean(p) for part in parts for p in part.split("/") if p))
 
 
 def _clean(segment: str) -> str:

@@ -1,0 +1,1 @@
+"""Deployments of vulnattest's flows: schedules, concurrency limits, and serving them from one process."""

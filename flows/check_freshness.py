@@ -1,0 +1,152 @@
+"""The check-freshness flow: a verdict per image, alerts and events for what changed, and the fleet table."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed
+
+from tasks.freshness import (
+    alert_channels,
+    check_image,
+    emit_change_event,
+    load_alert_state,
+    probe_registry,
+    save_alert_state,
+    send_alert,
+)
+from vulnattest.alerts import AlertChannel, Message, plan_alerts
+from vulnattest.config import FleetConfig, load_config
+from vulnattest.errors import VulnattestError
+from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown
+from vulnattest.images import ImageRef
+from vulnattest.services import Services
+
+P = ParamSpec("P")
+R = TypeVar("R")
+ARTIFACT_KEY = "check-freshness"
+
+
+def freshness_config(config_path: str | None, images: list[str] | None) -> FleetConfig:
+    """Load the config file (or defaults); when `images` is given, check only those."""
+    config = load_config(Path(config_path)) if config_path else FleetConfig().resolved_against(Path.cwd())
+    if images:
+        config = config.with_images(images)
+    if not config.images:
+        raise VulnattestError("no images to check: list them under `images:` in the config or pass --image")
+    return config
+
+
+@flow(name="check-freshness", log_prints=False)
+def check_freshness(config_path: str | None = None, images: list[str] | None = None) -> list[ImageVerdict]:
+    """Judge every image's vuln attestations as admission will, tell on-call what changed, publish the fleet table.
+
+    Fails (still carrying every verdict) when an alert channel or the alert state could not be reached, so a
+    silent channel shows in the UI; stale images themselves are a finding, not a failure of this flow.
+    """
+    logger = get_run_logger()
+    config = freshness_config(config_path, images)
+    services = Services.for_checking(config)
+    checker = FreshnessChecker.from_config(config, services.verifier(), config_path)
+    refs = config.image_refs()
+    channels = alert_channels(config.alerts)
+    problems: list[str] = []
+    logger.info("checking %d image(s), %d at a time; %d alert channel(s)", len(refs), config.concurrency,
+                len(channels))
+    try:
+        with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="freshness") as pool:
+            hosts = sorted({ref.registry for ref in refs})
+            down = dict(zip(hosts, _gather(pool, [(_probe, (host, services)) for host in hosts]), strict=True))
+            verdicts = _gather(pool, [(_check, (ref, checker, services, down.get(ref.registry))) for ref in refs])
+            try:
+                problems += _alert(pool, config, verdicts, channels, checker, services, whole_fleet=not images)
+            except Exception as e:  # the verdicts are published whatever alerting does
+                logger.exception("alerting crashed")
+                problems.append(f"alerting crashed ({type(e).__name__}: {e}); this is a vulnattest bug")
+    finally:
+        services.close()
+    create_markdown_artifact(key=ARTIFACT_KEY, markdown=fleet_markdown(verdicts, problems=problems),
+                             description=counts_text(verdicts))
+    logger.info("%s", counts_text(verdicts))
+    if problems:
+        message = f"{len(problems)} problem(s) telling on-call: " + "; ".join(problems)
+        logger.error("%s", message)
+        return Failed(message=message, data=verdicts)  # type: ignore[return-value]
+    return verdicts
+
+
+def _alert(
+    pool: ThreadPoolExecutor, config: FleetConfig, verdicts: list[ImageVerdict], channels: Sequence[AlertChannel],
+    checker: FreshnessChecker, services: Services, *, whole_fleet: bool,
+) -> list[str]:
+    """Plan and send alerts, emit events, save the state; return what went wrong (never raises)."""
+    logger = get_run_logger()
+    try:
+        base = load_alert_state(services)
+    except Exception as e:  # noqa: BLE001 - without the state no change is known; the verdicts still stand
+        return [f"cannot read the alert state, so no alert or event was sent: {e}"]
+    now = datetime.now(UTC)
+    plan = plan_alerts(
+        base, verdicts, [c.id for c in channels], now, remind_every=config.freshness.remind_every,
+        digest_threshold=config.freshness.digest_threshold, commands=checker.commands,
+        fleet={str(ref) for ref in config.image_refs()} if whole_fleet else None,
+    )
+    for change in plan.changes:
+        emit_change_event(change)
+    by_id = {c.id: c for c in channels}
+    outcomes = _gather(pool, [(_deliver, (message, by_id[message.channel])) for message in plan.messages])
+    delivered = [m for m, error in zip(plan.messages, outcomes, strict=True) if error is None]
+    problems = [error for error in outcomes if error is not None]
+    logger.info("%d verdict change(s); %d of %d message(s) delivered", len(plan.changes), len(delivered),
+                len(plan.messages))
+    try:
+        save_alert_state(plan.state_after(delivered, now), base, services)
+    except Exception as e:  # noqa: BLE001 - the next run repeats what this one sent; report it
+        problems.append(f"cannot save the alert state, so the next run repeats these alerts: {e}")
+    return problems
+
+
+def _probe(host: str, services: Services) -> BaseException | None:
+    """None when `host` answers, else why not (after retries)."""
+    try:
+        probe_registry(host, services)
+    except Exception as e:  # noqa: BLE001 - a host that cannot be probed makes its images unreachable, no more
+        return e
+    return None
+
+
+def _check(
+    ref: ImageRef, checker: FreshnessChecker, services: Services, down: BaseException | None
+) -> ImageVerdict:
+    """One image's verdict; never raises, so one image cannot stop the fleet."""
+    if down is not None:
+        return checker.unreachable(ref, down, datetime.now(UTC))
+    try:
+        return check_image(ref, checker, services)
+    except VulnattestError as e:
+        return checker.unreachable(ref, e, datetime.now(UTC))
+    except Exception as e:  # noqa: BLE001 - a bug checking one image must not hide the others
+        get_run_logger().exception("checking %s crashed", ref)
+        return checker.unreachable(ref, e, datetime.now(UTC), hint="this is a vulnattest bug: report it")
+
+
+def _deliver(message: Message, channel: AlertChannel) -> str | None:
+    """None when delivered, else why not (after retries); channel errors never hold the secret URL."""
+    try:
+        send_alert(message, channel)
+    except Exception as e:  # noqa: BLE001 - a channel failure is reported, never lets verdicts go
+        return f"{message.kind} to {channel.id} not delivered: {e}"
+    return None
+
+
+def _gather(pool: ThreadPoolExecutor, calls: Sequence[tuple[Callable[..., R], tuple[object, ...]]]) -> list[R]:
+    """Run `calls` on the pool, each in a copy of this flow run's context (so their task runs belong to it)."""
+    futures: list[Future[R]] = [pool.submit(contextvars.copy_context().run, fn, *args) for fn, args in calls]
+    return [f.result() for f in futures]

@@ -1,0 +1,166 @@
+"""The freshness steps as Prefect tasks (probe, check, alert state, delivery), Prefect notification blocks as an
+alert channel, and Prefect events for each change of verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prefect import get_run_logger, task
+from prefect.blocks.abstract import NotificationBlock, NotificationError
+from prefect.blocks.core import Block
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.events import emit_event
+from prefect.tasks import exponential_backoff
+
+from tasks.attest import step
+from tasks.retry import retry_if_transient
+from vulnattest import freshness
+from vulnattest.alerts import (
+    AlertChannel,
+    AlertError,
+    AlertState,
+    Message,
+    TransientAlertError,
+    VerdictChange,
+    WebhookChannel,
+    load_state,
+    save_state,
+)
+from vulnattest.config import AlertChannelSettings
+from vulnattest.freshness import FreshnessChecker, ImageVerdict, utc_text
+from vulnattest.images import ImageRef
+from vulnattest.services import Services
+from vulnattest.storage import StoredObject
+
+EVENT_PREFIX = "vulnattest.image"
+
+
+@step("probe-registry", "probe {host}")
+def probe_registry(host: str, services: Services) -> None:
+    """Check that `host` answers the registry API, so an outage costs one retried request, not one per image."""
+    freshness.probe_registry(services.registries.for_host(host))
+    get_run_logger().info("registry %s answers", host)
+
+
+@step("check-image", "check {image}")
+def check_image(image: ImageRef, checker: FreshnessChecker, services: Services) -> ImageVerdict:
+    """Read, verify and judge the image's vuln attestations; transient registry failures are retried."""
+    verdict = checker.check(services.registries.for_image(image), image)
+    get_run_logger().info("%s is %s: %s", image, verdict.verdict.value, verdict.reason)
+    return verdict
+
+
+@step("load-alert-state", "load alert state")
+def load_alert_state(services: Services) -> AlertState:
+    """Read what every channel was last told, from the report store."""
+    state = load_state(services.store)
+    get_run_logger().info("alert state holds %d image(s)", len(state.images))
+    return state
+
+
+@step("save-alert-state", "save alert state")
+def save_alert_state(state: AlertState, base: AlertState, services: Services) -> StoredObject:
+    """Write the alert state back, merged with any run that saved since `base` was read."""
+    stored = save_state(services.store, state, base)
+    get_run_logger().info("saved the alert state of %d image(s) to %s", len(state.images), stored.uri)
+    return stored
+
+
+@task(
+    name="send-alert", task_run_name="alert {message.channel}: {message.kind}", retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=1), retry_jitter_factor=0.5,
+    retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE,
+)
+def send_alert(message: Message, channel: AlertChannel) -> None:
+    """Deliver one message to one channel; transient failures are retried, others fail at once."""
+    channel.send(message)
+    get_run_logger().info("told %s: %s", channel.id, message.subject())
+
+
+def emit_change_event(change: VerdictChange) -> None:
+    """Emit ``vulnattest.image.<verdict>`` about the image, for Prefect Automations to act on."""
+    verdict = change.verdict
+    payload: dict[str, Any] = {**verdict.to_json(), "previous": change.previous.value if change.previous else None}
+    resource = {"prefect.resource.id": f"{EVENT_PREFIX}.{verdict.image}", "prefect.resource.name": verdict.image,
+                "vulnattest.verdict": verdict.verdict.value}
+    if verdict.digest:
+        resource["vulnattest.digest"] = verdict.digest
+    if verdict.deadline:
+        resource["vulnattest.deadline"] = utc_text(verdict.deadline)
+    emit_event(event=f"{EVENT_PREFIX}.{verdict.verdict.value}", resource=resource, payload=payload)
+
+
+@dataclass(frozen=True)
+class PrefectBlockChannel:
+    """Sends through a Prefect notification block saved under `block` (Slack, Teams, PagerDuty, email, webhook, …).
+
+    `block` is ``<block-type-slug>/<name>`` as ``prefect block ls`` shows it, or a bare name when one notification
+    block has it.
+    """
+
+    block: str
+
+    @property
+    def id(self) -> str:
+        """``prefect-block:<name>``; the block keeps its secrets."""
+        return f"prefect-block:{self.block}"
+
+    def send(self, message: Message) -> None:
+        """Load the block and notify; network failures and 429/5xx answers are transient."""
+        notifier = self._load()
+        try:
+            with notifier.raise_on_failure():
+                # Prefect's blocks notify synchronously outside an event loop; a block written async-only
+                # returns a coroutine, which this worker thread (it has no loop) can run to completion
+                outcome = notifier.notify(body=message.text(), subject=message.subject())
+                if inspect.iscoroutine(outcome):
+                    asyncio.run(outcome)
+        except httpx.HTTPStatusError as e:
+            status = e.response.status_code
+            # the exception text names the URL, which may hold a token: only the status is kept
+            if status == 429 or status >= 500:
+                raise TransientAlertError(f"{self.id}: the receiver answered {status}; retry later") from None
+            raise AlertError(f"{self.id}: the receiver refused the alert ({status}); check the block") from None
+        except (httpx.TransportError, NotificationError) as e:
+            raise TransientAlertError(f"{self.id}: notify failed ({type(e).__name__}); see the worker's log") from None
+
+    def _load(self) -> NotificationBlock:
+        slug = self.block if "/" in self.block else self._find_slug()
+        try:
+            loaded = Block.load(slug)
+        except ValueError as e:
+            raise AlertError(f"{self.id}: no block {slug!r}; create it in the Prefect UI or fix "
+                             "`alerts[].prefect_block` in the config") from e
+        except httpx.TransportError as e:
+            raise TransientAlertError(f"{self.id}: cannot reach the Prefect API to load the block") from e
+        if not isinstance(loaded, NotificationBlock):
+            raise AlertError(f"{self.id}: block {slug!r} is a {type(loaded).__name__}, not a notification block")
+        return loaded
+
+    def _find_slug(self) -> str:
+        with get_client(sync_client=True) as client:
+            documents = client.read_block_documents(include_secrets=False)
+        slugs = sorted({f"{d.block_type.slug}/{d.name}" for d in documents
+                        if d.name == self.block and d.block_type is not None
+                        and "notify" in (d.block_schema.capabilities if d.block_schema else [])})
+        if len(slugs) != 1:
+            found = ", ".join(slugs) or "none"
+            raise AlertError(f"{self.id}: {len(slugs)} notification blocks are named {self.block!r} ({found}); "
+                             "write `prefect_block: <type-slug>/<name>` in the config")
+        return slugs[0]
+
+
+def alert_channels(settings: tuple[AlertChannelSettings, ...]) -> list[AlertChannel]:
+    """The channels the config lists, in order."""
+    channels: list[AlertChannel] = []
+    for channel in settings:
+        if channel.webhook is not None:
+            channels.append(WebhookChannel(channel.webhook, channel.name, channel.timeout.total_seconds()))
+        elif channel.prefect_block is not None:
+            channels.append(PrefectBlockChannel(channel.prefect_block))
+    return channels

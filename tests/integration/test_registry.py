@@ -1,0 +1,58 @@
+"""The OCI client against Debian's docker-registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import DemoImages
+from vulnattest.demo.registry import LocalRegistry, free_port
+from vulnattest.errors import NotFoundError, RegistryError, TransientRegistryError
+from vulnattest.images import ImageRef
+from vulnattest.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, resolve, sha256_digest
+
+
+def test_resolves_a_tag_to_its_manifest_digest(registry: LocalRegistry, demo_images: DemoImages):
+    client = registry.client()
+    ref = ImageRef.parse(demo_images.alpine)
+    resolved = resolve(client, ref)
+    manifest = client.get_manifest(ref.repository, ref.tag or "")
+    assert resolved.digest == manifest.digest == sha256_digest(manifest.body)
+    assert resolved.media_type == OCI_MANIFEST
+    assert resolved.scan_digest == resolved.digest
+    assert resolved.image.pinned == f"{ref.name}@{resolved.digest}"
+
+
+def test_an_index_is_attested_by_its_digest_and_scanned_for_the_chosen_platform(
+    registry: LocalRegistry, demo_images: DemoImages
+):
+    client = registry.client()
+    ref = ImageRef.parse(demo_images.multi)
+    amd64 = resolve(client, ref, "linux/amd64")
+    arm64 = resolve(client, ref, "linux/arm64")
+    assert amd64.media_type == OCI_INDEX
+    assert amd64.digest == arm64.digest
+    assert amd64.scan_digest != arm64.scan_digest
+    index = client.get_manifest(ref.repository, amd64.digest).json()
+    by_arch = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
+    assert (amd64.scan_digest, arm64.scan_digest) == (by_arch["amd64"], by_arch["arm64"])
+    with pytest.raises(RegistryError, match=r"has no linux/s390x manifest \(it has: linux/amd64, linux/arm64\)"):
+        resolve(client, ref, "linux/s390x")
+
+
+def test_a_missing_tag_is_not_found_and_named(registry: LocalRegistry):
+    with pytest.raises(NotFoundError, match=r"session/nothing:here: not found .*check the name and tag"):
+        resolve(registry.client(), ImageRef.parse(f"{registry.host}/session/nothing:here"))
+
+
+def test_blobs_round_trip_and_are_checked(registry: LocalRegistry):
+    client = registry.client()
+    digest = client.push_blob("session/blobs", b"some bytes")
+    assert client.has_blob("session/blobs", digest)
+    assert client.get_blob("session/blobs", digest) == b"some bytes"
+    assert client.push_blob("session/blobs", b"some bytes") == digest  # already there: no second upload
+
+
+def test_an_unreachable_registry_is_a_transient_error_with_a_hint():
+    client = RegistryClient(f"127.0.0.1:{free_port()}", insecure=True, timeout=2)
+    with pytest.raises(TransientRegistryError, match=r"cannot reach http://127\.0\.0\.1:\d+ .*insecure"):
+        client.get_manifest("x/y", "latest")

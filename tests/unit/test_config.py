@@ -1,0 +1,99 @@
+"""The fleet configuration: defaults, durations, paths, and errors that name the file, line and field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from vulnattest.config import format_duration, load_config, parse_config, parse_duration
+from vulnattest.errors import ConfigError
+
+FULL = """\
+images:                       # many; tags or digests
+  - 127.0.0.1:5000/demo/app:1
+  - 127.0.0.1:5000/demo/api@sha256:{digest}
+registries:
+  127.0.0.1:5000: {{insecure: true}}
+scanner:
+  trivy: {{cache_dir: /var/cache/trivy, offline: true, ignore_unfixed: true, timeout: 10m}}
+store:
+  url: file:///var/lib/vulnattest
+signing:
+  key: keys/vulnattest.key
+concurrency: 4
+""".format(digest="b" * 64)
+
+
+def test_the_documented_example_loads(tmp_path: Path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(FULL)
+    config = load_config(path)
+    assert [str(r) for r in config.image_refs()] == [
+        "127.0.0.1:5000/demo/app:1", "127.0.0.1:5000/demo/api@sha256:" + "b" * 64,
+    ]
+    assert config.insecure_registries() == {"127.0.0.1:5000"}
+    assert config.scanner.trivy.timeout == timedelta(minutes=10)
+    assert config.scanner.trivy.ignore_unfixed
+    assert config.scanner.trivy.offline
+    assert config.store.url == "file:///var/lib/vulnattest"
+    assert config.signing.key == tmp_path / "keys" / "vulnattest.key"  # relative to the config file
+    assert config.signing.trusted_public_keys() == (tmp_path / "keys" / "vulnattest.pub",)
+
+
+def test_an_almost_empty_file_works_with_defaults(tmp_path: Path):
+    config = parse_config("images: [alpine]\n", base=tmp_path)
+    assert config.store.url == (tmp_path / "vulnattest-reports").as_uri()
+    assert config.scanner.trivy.path == "trivy"
+    assert config.concurrency == 4
+    assert config.freshness.max_age == timedelta(hours=168)
+    assert parse_config("", base=tmp_path).images == ()
+
+
+def test_duplicate_images_are_scanned_once():
+    config = parse_config("images: [alpine, docker.io/library/alpine:latest, alpine:3]\n")
+    assert [str(r) for r in config.image_refs()] == ["docker.io/library/alpine:latest", "docker.io/library/alpine:3"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("images:\n  - ok/x\n  - BAD/Ref\n", "fleet.yaml:3: images.1: invalid image reference 'BAD/Ref'"),
+        ("scanner:\n  trivy:\n    timeout: 10x\n", "fleet.yaml:3: scanner.trivy.timeout: invalid duration '10x'"),
+        ("concurrency: 0\n", "fleet.yaml:1: concurrency: Input should be greater than or equal to 1"),
+        ("images: []\nstorr: {}\n", "fleet.yaml:2: storr: unknown key"),
+        ("store:\n  url: ftp://x/y\n", "fleet.yaml:2: store.url: unsupported store URL 'ftp://x/y'"),
+        ("images: [a\n", "fleet.yaml:2: not valid YAML"),
+        ("- just\n- a list\n", "fleet.yaml:1: the config must be a mapping"),
+    ],
+)
+def test_errors_name_file_line_field_and_what_is_expected(text: str, expected: str):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="fleet.yaml")
+    assert expected in str(caught.value)
+
+
+def test_missing_file_is_named(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"cannot read config .*nope\.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("10m", 600), ("168h", 604800), ("1h30m", 5400), ("7d", 604800), (45, 45), ("1.5h", 5400)],
+)
+def test_durations(text: object, seconds: int):
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "h", "10", "1x", "1h 2q", "-1h"])
+def test_bad_durations(text: str):
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_go_style_duration_format():
+    assert format_duration(timedelta(hours=170, minutes=3, seconds=2)) == "170h3m2s"
+    assert format_duration(timedelta(seconds=59)) == "59s"
+    assert format_duration(timedelta(minutes=2)) == "2m0s"

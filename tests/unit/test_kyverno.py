@@ -1,0 +1,150 @@
+"""The generated Kyverno ClusterPolicy: valid against Kyverno's CRD, and asking exactly what the config asks."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jmespath
+import jsonschema
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from vulnattest.attestations import VULN_PREDICATE_TYPE
+from vulnattest.cli import app
+from vulnattest.config import parse_config
+from vulnattest.kyverno import cluster_policy
+from vulnattest.signing import generate_keypair
+
+CRD = Path(__file__).resolve().parents[3] / "shared" / "kyverno" / "kyverno.io_clusterpolicies.yaml"
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def crd_schema() -> dict[str, Any]:
+    if not CRD.exists():
+        pytest.skip(f"Kyverno's CRD is not at {CRD}")
+    crd = yaml.safe_load(CRD.read_text())
+    [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return v1["schema"]["openAPIV3Schema"]
+
+
+@pytest.fixture
+def config_text(tmp_path: Path) -> str:
+    generate_keypair(tmp_path / "keys")
+    return f"""
+images:
+  - 127.0.0.1:5000/team/app:1
+  - 127.0.0.1:5000/team/api@sha256:{"a" * 64}
+  - alpine:3.19
+signing: {{key: {tmp_path}/keys/vulnattest.key}}
+freshness: {{max_age: 72h}}
+policy:
+  severity: HIGH
+  fixed_only: true
+  deny: [CVE-2099-9999]
+  allow:
+    - {{id: CVE-2099-0002, reason: vendor says not reachable, expires: 2027-01-01}}
+    - {{id: CVE-2099-0001, reason: expired long ago, expires: 2026-01-01}}
+  overrides:
+    - images: ["docker.io/library/alpine*"]
+      severity: CRITICAL
+"""
+
+
+def _conditions(policy: dict[str, Any], image_glob: str) -> list[dict[str, Any]]:
+    for verify in policy["spec"]["rules"][0]["verifyImages"]:
+        if image_glob in verify["imageReferences"]:
+            [attestation] = verify["attestations"]
+            assert attestation["type"] == VULN_PREDICATE_TYPE
+            return list(attestation["conditions"][0]["all"])
+    raise AssertionError(f"{image_glob} not in the policy")
+
+
+def _evaluate(key: str, predicate: dict[str, Any]) -> Any:
+    # Kyverno evaluates `{{ … }}` with JMESPath (plus its own functions, which these keys do not use)
+    return jmespath.search(key.removeprefix("{{").removesuffix("}}").strip(), predicate)
+
+
+def test_policy_is_valid_against_kyvernos_crd(crd_schema: dict[str, Any], config_text: str):
+    policy = cluster_policy(parse_config(config_text), NOW)
+    jsonschema.validate(policy, crd_schema)
+    # …and the validator does check: a wrong type is refused
+    broken = json.loads(json.dumps(policy))
+    broken["spec"]["rules"][0]["verifyImages"][0]["required"] = "yes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, crd_schema)
+
+
+def test_policy_names_the_fleet_keys_predicate_and_max_age(config_text: str, tmp_path: Path):
+    policy = cluster_policy(parse_config(config_text), NOW)
+    assert policy["apiVersion"] == "kyverno.io/v1"
+    assert policy["spec"]["validationFailureAction"] == "Enforce"
+    references = [r for v in policy["spec"]["rules"][0]["verifyImages"] for r in v["imageReferences"]]
+    assert set(references) == {
+        "127.0.0.1:5000/team/app:*", "127.0.0.1:5000/team/app@*", "127.0.0.1:5000/team/api:*",
+        "127.0.0.1:5000/team/api@*", "docker.io/library/alpine:*", "docker.io/library/alpine@*",
+        "library/alpine:*", "library/alpine@*", "alpine:*", "alpine@*",
+    }
+    verify = policy["spec"]["rules"][0]["verifyImages"][0]
+    [attestor_set] = verify["attestations"][0]["attestors"]
+    [entry] = attestor_set["entries"]
+    assert entry["keys"]["publicKeys"] == (tmp_path / "keys" / "vulnattest.pub").read_text()
+    age = _conditions(policy, "127.0.0.1:5000/team/app:*")[0]
+    assert age["key"] == "{{ time_since('', '{{ metadata.scanFinishedOn }}', '') }}"
+    assert (age["operator"], age["value"]) == ("DurationLessThanOrEquals", "72h0m0s")
+
+
+def _predicate(*vulns: dict[str, str]) -> dict[str, Any]:
+    return {"scanner": {"result": {"Results": [{"Target": "os"}, {"Target": "x", "Vulnerabilities": list(vulns)}]}}}
+
+
+@pytest.mark.parametrize(
+    ("vulns", "passes"),
+    [
+        ([], True),
+        ([{"VulnerabilityID": "CVE-1", "Severity": "MEDIUM", "FixedVersion": "2"}], True),
+        ([{"VulnerabilityID": "CVE-1", "Severity": "HIGH", "FixedVersion": "2"}], False),
+        ([{"VulnerabilityID": "CVE-1", "Severity": "CRITICAL"}], True),  # no fix: fixed_only
+        ([{"VulnerabilityID": "CVE-2099-0002", "Severity": "HIGH", "FixedVersion": "2"}], True),  # allowed
+        ([{"VulnerabilityID": "CVE-2099-0001", "Severity": "HIGH", "FixedVersion": "2"}], False),  # allowance expired
+        ([{"VulnerabilityID": "CVE-2099-9999", "Severity": "LOW"}], False),  # denied
+    ],
+)
+def test_severity_allow_and_deny_conditions_judge_reports_as_the_policy_does(
+    config_text: str, vulns: list[dict[str, str]], passes: bool
+):
+    conditions = _conditions(cluster_policy(parse_config(config_text), NOW), "127.0.0.1:5000/team/app:*")[1:]
+    assert len(conditions) == 2
+    predicate = _predicate(*vulns)
+    results = [_evaluate(c["key"], predicate) == c["value"] for c in conditions]
+    assert all(results) is passes
+
+
+def test_per_image_overrides_get_their_own_entry(config_text: str):
+    policy = cluster_policy(parse_config(config_text), NOW)
+    assert len(policy["spec"]["rules"][0]["verifyImages"]) == 2
+    alpine = _conditions(policy, "alpine:*")[1]
+    assert _evaluate(alpine["key"], _predicate({"VulnerabilityID": "X", "Severity": "HIGH", "FixedVersion": "1"})) == 0
+    assert _evaluate(alpine["key"], _predicate({"VulnerabilityID": "X", "Severity": "CRITICAL",
+                                                "FixedVersion": "1"})) == 1
+
+
+def test_no_policy_means_only_signature_and_age(tmp_path: Path):
+    generate_keypair(tmp_path)
+    config = parse_config(f"images: [r.example/a:1]\nsigning: {{key: {tmp_path}/vulnattest.key}}\n")
+    [age] = _conditions(cluster_policy(config, NOW), "r.example/a:*")
+    assert age["value"] == "168h0m0s"
+
+
+def test_cli_writes_the_policy(config_text: str, tmp_path: Path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(config_text)
+    result = CliRunner().invoke(app, ["policy", "kyverno", "--config", str(path), "--audit"])
+    assert result.exit_code == 0, result.output
+    policy = yaml.safe_load(result.output)
+    assert policy["kind"] == "ClusterPolicy"
+    assert policy["spec"]["validationFailureAction"] == "Audit"

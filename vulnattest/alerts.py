@@ -1,0 +1,452 @@
+"""Alerts on-call can trust: one per image per change of verdict, reminders while it stays bad, a resolve message when
+it is fresh again, and one digest message when many images change at once.
+
+What each channel was last told lives in the report store (``state/alerts.json``), so it survives restarts and is
+shared by every run and worker. A channel that fails keeps its old entry, so the next run tells it again: verdicts
+are never lost, and channels that did work are not told twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from vulnattest import __version__
+from vulnattest.config import format_duration
+from vulnattest.errors import TransientError, VulnattestError
+from vulnattest.freshness import ImageVerdict, OnCallCommands, Verdict, utc_text, worst_first
+from vulnattest.storage.interface import ObjectKey, ReportStore, StoredObject
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = ObjectKey("state/alerts.json")
+STATE_VERSION = 1
+_DIGEST_LINES = 50  # a digest names this many images, then points at `vulnattest status`
+
+
+class AlertError(VulnattestError):
+    """An alert channel refused a message or could not be reached."""
+
+
+class TransientAlertError(AlertError, TransientError):
+    """An alert channel failed in a way that may pass (timeout, 429, 5xx)."""
+
+
+class AlertKind(StrEnum):
+    """Why a message about an image is sent."""
+
+    ALERT = "alert"
+    REMINDER = "reminder"
+    RESOLVED = "resolved"
+
+
+# -- state ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The last verdict one channel was told about one image, and when."""
+
+    verdict: Verdict
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """An image's last observed verdict, since when it has had it, and what each channel was last told."""
+
+    verdict: Verdict
+    since: datetime
+    checked: datetime
+    digest: str | None = None
+    delivered: Mapping[str, Delivered] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """Every image's `ImageState`, keyed by the image reference as the config lists it."""
+
+    images: Mapping[str, ImageState] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        """Serialise (stable key order, so equal states give equal bytes)."""
+        return json.dumps({
+            "version": STATE_VERSION,
+            "images": {
+                image: {
+                    "verdict": s.verdict.value, "since": utc_text(s.since), "checked": utc_text(s.checked),
+                    "digest": s.digest,
+                    "delivered": {ch: {"verdict": d.verdict.value, "at": utc_text(d.at)}
+                                  for ch, d in sorted(s.delivered.items())},
+                }
+                for image, s in sorted(self.images.items())
+            },
+        }, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> AlertState:
+        """Parse a state document; raise AlertError naming `where` when it does not parse."""
+        try:
+            wire = _WireState.model_validate_json(data)
+        except ValidationError as e:
+            raise AlertError(f"{where}: not an alert state document ({e.error_count()} problem(s), first: "
+                             f"{e.errors()[0]['msg']} at {'.'.join(str(p) for p in e.errors()[0]['loc'])})") from e
+        if wire.version != STATE_VERSION:
+            raise AlertError(f"{where}: alert state version {wire.version} is not {STATE_VERSION}")
+        return cls({
+            image: ImageState(
+                verdict=s.verdict, since=_aware(s.since), checked=_aware(s.checked), digest=s.digest,
+                delivered={ch: Delivered(d.verdict, _aware(d.at)) for ch, d in s.delivered.items()},
+            )
+            for image, s in wire.images.items()
+        })
+
+    def merged(self, base: AlertState, theirs: AlertState) -> AlertState:
+        """Three-way merge of this state with `theirs`, both made from `base` (another run saved meanwhile).
+
+        An image only one side changed takes that side; one both changed takes the later observation and, per
+        channel, the later delivery.
+        """
+        merged: dict[str, ImageState] = {}
+        for image in {*self.images, *theirs.images, *base.images}:
+            ours, other, old = self.images.get(image), theirs.images.get(image), base.images.get(image)
+            if other == old:
+                chosen = ours
+            elif ours == old:
+                chosen = other
+            else:
+                chosen = _newer(ours, other)
+            if chosen is not None:
+                merged[image] = chosen
+        return AlertState(merged)
+
+
+class _WireDelivered(BaseModel):
+    verdict: Verdict
+    at: datetime
+
+
+class _WireImage(BaseModel):
+    verdict: Verdict
+    since: datetime
+    checked: datetime
+    digest: str | None = None
+    delivered: dict[str, _WireDelivered] = {}
+
+
+class _WireState(BaseModel):
+    version: int
+    images: dict[str, _WireImage] = {}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _newer(ours: ImageState | None, theirs: ImageState | None) -> ImageState | None:
+    if ours is None or theirs is None:
+        return ours or theirs
+    latest = ours if ours.checked >= theirs.checked else theirs
+    delivered = dict(theirs.delivered)
+    for channel, told in ours.delivered.items():
+        if channel not in delivered or told.at >= delivered[channel].at:
+            delivered[channel] = told
+    return replace(latest, delivered=delivered)
+
+
+def load_state(store: ReportStore) -> AlertState:
+    """Read the alert state; a missing one is empty, and so is an unreadable one (which then alerts again)."""
+    data = store.get(STATE_KEY)
+    if data is None:
+        return AlertState()
+    try:
+        return AlertState.from_json(data, STATE_KEY.path)
+    except AlertError as e:
+        # starting over repeats alerts, which is better than staying silent about images that are bad
+        log.warning("%s; starting from an empty alert state, so every bad image alerts again", e)
+        return AlertState()
+
+
+def save_state(store: ReportStore, state: AlertState, base: AlertState) -> StoredObject:
+    """Write `state`, merged with whatever another run saved since `base` was loaded."""
+    current = load_state(store)
+    if current != base:
+        log.info("the alert state changed since this run read it; merging")
+        state = state.merged(base, current)
+    body = state.to_json()
+    return store.put(STATE_KEY, body, hashlib.sha256(body).hexdigest())
+
+
+# -- what to send ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One image's news for one channel."""
+
+    kind: AlertKind
+    verdict: ImageVerdict
+    previous: Verdict | None
+    since: datetime
+
+    def subject(self) -> str:
+        """A short subject line."""
+        v = self.verdict
+        if self.kind is AlertKind.RESOLVED:
+            return f"[vulnattest] resolved: {v.image} is fresh again"
+        prefix = "reminder: still " if self.kind is AlertKind.REMINDER else ""
+        return f"[vulnattest] {prefix}{v.verdict.value}: {v.image}"
+
+    def text(self) -> str:
+        """What broke, by when, and what to run: the message body on-call reads."""
+        v = self.verdict
+        if self.kind is AlertKind.RESOLVED:
+            was = f" (was {self.previous.value})" if self.previous else ""
+            lines = [f"RESOLVED {v.image}{was}: {v.reason}"]
+        else:
+            head = "REMINDER: still " if self.kind is AlertKind.REMINDER else ""
+            was = f" (was {self.previous.value})" if self.previous and self.kind is AlertKind.ALERT else ""
+            lines = [
+                f"{head}{v.verdict.value.upper()} {v.image}{was}",
+                f"What broke: {v.reason}",
+                f"Deadline: {v.deadline_text()}" + (" - admission refuses Pods from then" if v.deadline else ""),
+                f"Run: {v.action}",
+                f"Bad since: {utc_text(self.since)} ({format_duration(v.checked_at - self.since)})",
+            ]
+        if v.digest:
+            lines.append(f"Digest: {v.digest}")
+        if v.last_scan:
+            lines.append(f"Last scan: {v.last_scan.describe()}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdict's fields plus the alert's kind, the previous verdict and since when."""
+        return {"kind": self.kind.value, **self.verdict.to_json(),
+                "previous": self.previous.value if self.previous else None, "since": utc_text(self.since)}
+
+
+@dataclass(frozen=True)
+class Message:
+    """What one channel receives in one go: one alert, or a digest of many."""
+
+    channel: str
+    alerts: tuple[Alert, ...]
+    digest: bool = False
+    fleet_status: str = "vulnattest status"
+
+    @property
+    def kind(self) -> str:
+        """``digest``, or the single alert's kind."""
+        return "digest" if self.digest else self.alerts[0].kind.value
+
+    def subject(self) -> str:
+        """A short subject line."""
+        if not self.digest:
+            return self.alerts[0].subject()
+        return f"[vulnattest] {len(self.alerts)} image(s) changed: {self._counts_text()}"
+
+    def text(self) -> str:
+        """The body."""
+        if not self.digest:
+            return self.alerts[0].text()
+        lines = [self.subject().removeprefix("[vulnattest] ")]
+        for alert in self.alerts[:_DIGEST_LINES]:
+            v = alert.verdict
+            if alert.kind is AlertKind.RESOLVED:
+                lines.append(f"- resolved {v.image}")
+            else:
+                still = "still " if alert.kind is AlertKind.REMINDER else ""
+                lines.append(f"- {still}{v.verdict.value.upper()} {v.image}: {v.reason} | deadline "
+                             f"{v.deadline_text()} | run: {v.action}")
+        if len(self.alerts) > _DIGEST_LINES:
+            lines.append(f"... and {len(self.alerts) - _DIGEST_LINES} more")
+        lines.append(f"Every image: {self.fleet_status}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON a webhook receives."""
+        return {
+            "source": "vulnattest", "version": __version__, "kind": self.kind, "subject": self.subject(),
+            "text": self.text(), "count": len(self.alerts), "counts": self._counts(),
+            "alerts": [a.to_json() for a in self.alerts],
+        }
+
+    def _counts(self) -> dict[str, int]:
+        return dict(Counter("resolved" if a.kind is AlertKind.RESOLVED else a.verdict.verdict.value
+                            for a in self.alerts))
+
+    def _counts_text(self) -> str:
+        return ", ".join(f"{n} {what}" for what, n in self._counts().items())
+
+
+@dataclass(frozen=True)
+class VerdictChange:
+    """An image whose verdict differs from the last one observed (`previous` is None the first time)."""
+
+    verdict: ImageVerdict
+    previous: Verdict | None
+
+
+@dataclass(frozen=True)
+class AlertPlan:
+    """What one run sends, which verdicts changed, and the state before any delivery is recorded."""
+
+    messages: tuple[Message, ...]
+    changes: tuple[VerdictChange, ...]
+    observed: AlertState
+
+    def state_after(self, delivered: Iterable[Message], now: datetime) -> AlertState:
+        """The state once `delivered` reached their channels; undelivered news stays pending for the next run."""
+        images = dict(self.observed.images)
+        for message in delivered:
+            for alert in message.alerts:
+                current = images[alert.verdict.image]
+                told = {**current.delivered, message.channel: Delivered(alert.verdict.verdict, now)}
+                images[alert.verdict.image] = replace(current, delivered=told)
+        return AlertState(images)
+
+
+def plan_alerts(
+    state: AlertState,
+    verdicts: Sequence[ImageVerdict],
+    channels: Sequence[str],
+    now: datetime,
+    *,
+    remind_every: timedelta,
+    digest_threshold: int,
+    commands: OnCallCommands | None = None,
+    fleet: Collection[str] | None = None,
+) -> AlertPlan:
+    """Decide what each channel is told about `verdicts`, given what it was told before (`state`).
+
+    Per image and channel: a bad verdict it was not told is an alert; one told at least `remind_every` ago is a
+    reminder; fresh after a bad verdict it was told is a resolve. A channel with more than `digest_threshold` news
+    gets them as one digest message. When `fleet` is given, state of images outside it is dropped; channels no
+    longer configured are forgotten.
+    """
+    commands = commands or OnCallCommands()
+    images = {image: s for image, s in state.images.items() if fleet is None or image in fleet}
+    changes: list[VerdictChange] = []
+    pending: dict[str, list[Alert]] = {channel: [] for channel in channels}
+    for verdict in worst_first(verdicts):
+        before = images.get(verdict.image)
+        if before is None or before.verdict is not verdict.verdict:
+            changes.append(VerdictChange(verdict, before.verdict if before else None))
+            since = now
+        else:
+            since = before.since
+        delivered = {ch: d for ch, d in (before.delivered if before else {}).items() if ch in channels}
+        images[verdict.image] = ImageState(verdict.verdict, since, verdict.checked_at, verdict.digest, delivered)
+        for channel in channels:
+            told = delivered.get(channel)
+            kind = _news(verdict.verdict, told, now, remind_every)
+            if kind is not None:
+                pending[channel].append(Alert(kind, verdict, told.verdict if told else None, since))
+    messages: list[Message] = []
+    status = commands.fleet_status()
+    for channel, alerts in pending.items():
+        if len(alerts) > digest_threshold:
+            messages.append(Message(channel, tuple(alerts), digest=True, fleet_status=status))
+        else:
+            messages.extend(Message(channel, (alert,), fleet_status=status) for alert in alerts)
+    return AlertPlan(tuple(messages), tuple(changes), AlertState(images))
+
+
+def _news(verdict: Verdict, told: Delivered | None, now: datetime, remind_every: timedelta) -> AlertKind | None:
+    if verdict.ok:
+        return AlertKind.RESOLVED if told is not None and not told.verdict.ok else None
+    if told is None or told.verdict is not verdict:
+        return AlertKind.ALERT
+    return AlertKind.REMINDER if now - told.at >= remind_every else None
+
+
+# -- channels ----------------------------------------------------------------------------------------------------
+
+
+class AlertChannel(Protocol):
+    """Somewhere alerts go."""
+
+    @property
+    def id(self) -> str:
+        """A stable name for the channel that holds no secret (state and logs use it)."""
+        ...
+
+    def send(self, message: Message) -> None:
+        """Deliver `message`; raise TransientAlertError when worth retrying, AlertError otherwise."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    """POSTs each message as JSON to a URL; the URL may hold a token, so only its host is ever shown."""
+
+    url: SecretStr = field(repr=False)
+    name: str | None = None
+    timeout: float = 10.0
+    transport: httpx.BaseTransport | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The configured name, else ``webhook:<host>#<hash of the URL>``."""
+        if self.name:
+            return self.name
+        fingerprint = hashlib.sha256(self.url.get_secret_value().encode()).hexdigest()[:10]
+        return f"webhook:{urlparse(self.url.get_secret_value()).netloc.rpartition('@')[2]}#{fingerprint}"
+
+    @property
+    def redacted_url(self) -> str:
+        """Scheme and host only, e.g. ``https://hooks.example.com/…``."""
+        parsed = urlparse(self.url.get_secret_value())
+        return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}/…"
+
+    def send(self, message: Message) -> None:
+        """POST the message's JSON; 429 and 5xx answers and transport failures are transient."""
+        _redact_in_httpx_log(self.url.get_secret_value(), self.redacted_url)
+        try:
+            with httpx.Client(timeout=self.timeout, transport=self.transport, follow_redirects=False,
+                              headers={"User-Agent": f"vulnattest/{__version__}"}) as client:
+                status = client.post(self.url.get_secret_value(), json=message.to_json()).status_code
+        except httpx.TransportError as e:
+            # the exception text may repeat the URL, so only its type is reported
+            raise TransientAlertError(f"{self.id}: cannot reach {self.redacted_url} ({type(e).__name__})") from None
+        if status == 429 or status >= 500:
+            raise TransientAlertError(f"{self.id}: {self.redacted_url} answered {status}; retry later")
+        if status >= 300:
+            raise AlertError(f"{self.id}: {self.redacted_url} refused the alert ({status}); check the webhook URL")
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.redacted_url})"
+
+
+class _RedactUrls(logging.Filter):
+    """Replaces secret URLs in httpx's request log lines (``HTTP Request: POST <url> …``, logged at INFO)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and self.secrets:
+            record.args = tuple(self.secrets.get(str(arg), arg) if isinstance(arg, httpx.URL | str) else arg
+                                for arg in record.args)
+        return True
+
+
+_HTTPX_REDACTION = _RedactUrls()
+
+
+def _redact_in_httpx_log(url: str, shown: str) -> None:
+    _HTTPX_REDACTION.secrets[str(httpx.URL(url))] = shown
+    _HTTPX_REDACTION.secrets[url] = shown
+    logging.getLogger("httpx").addFilter(_HTTPX_REDACTION)  # adding it again is a no-op

@@ -1,0 +1,242 @@
+"""Keyless signing through sigstore-python: an OIDC identity, a short-lived Fulcio certificate, a Rekor entry.
+
+The result is laid out as cosign lays keyless attestations out in ``.att`` layers: the DSSE envelope, plus the leaf
+certificate, its chain and a Rekor bundle (Signed Entry Timestamp and entry) in the layer annotations.
+
+Where the identity token comes from, first found wins: ``identity_token_file`` (a Kubernetes projected
+service-account token with audience ``sigstore``, re-read every time since it rotates), ``SIGSTORE_ID_TOKEN`` (cosign's
+name; GitLab's ``id_tokens`` can set it), then the CI's ambient credential as sigstore-python's ``detect_credential``
+finds it (GitHub Actions, Buildkite, GitLab, CircleCI, Google Cloud). Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vulnattest.errors import SigningError
+from vulnattest.signing.certificates import RekorBundle
+from vulnattest.signing.interface import CertificateMaterial, DsseSignature, TransientSigningError
+
+log = logging.getLogger(__name__)
+
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_V1 = "https://in-toto.io/Statement/v1"
+TOKEN_ENV = ("SIGSTORE_ID_TOKEN",)
+
+TokenSource = Callable[[], str]
+
+
+def identity_token_source(
+    token_file: Path | None = None, environ: Mapping[str, str] = os.environ,
+) -> TokenSource:
+    """Where the OIDC token comes from (see the module docstring); resolved at each signing session."""
+
+    def token() -> str:
+        if token_file is not None:
+            try:
+                return token_file.read_text().strip()
+            except OSError as e:
+                raise SigningError(f"cannot read the identity token file {token_file}: {e.strerror}") from e
+        for name in TOKEN_ENV:
+            if environ.get(name):
+                return environ[name].strip()
+        from sigstore.oidc import IdentityError, detect_credential
+
+        try:
+            ambient = detect_credential()
+        except IdentityError as e:
+            raise SigningError(f"cannot get the CI's ambient OIDC credential: {e}") from e
+        if not ambient:
+            raise SigningError(
+                "keyless signing needs an OIDC identity: run in GitHub Actions (permissions: id-token: write), "
+                "GitLab (id_tokens with aud sigstore, as SIGSTORE_ID_TOKEN) or Buildkite, set SIGSTORE_ID_TOKEN, or "
+                "set signing.keyless.identity_token_file (e.g. a projected Kubernetes token with audience sigstore)"
+            )
+        return ambient
+
+    return token
+
+
+class KeylessSigner:
+    """Signs in-toto statements keyless, with one cached ephemeral key and certificate until it expires."""
+
+    def __init__(self, trust_config: Any, token_source: TokenSource) -> None:
+        from sigstore.sign import SigningContext
+
+        self._trust_config = trust_config
+        self._context = SigningContext.from_trust_config(trust_config)
+        self._token_source = token_source
+        self._signer: Any = None
+        self._identity: str | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_trust_config_file(cls, path: Path | None, token_source: TokenSource) -> KeylessSigner:
+        """Use the Sigstore deployment a ClientTrustConfig JSON file describes, or the public one when `path`
+        is None (its trust root then comes through TUF, over the network)."""
+        from sigstore.models import ClientTrustConfig
+
+        try:
+            config = ClientTrustConfig.production() if path is None else ClientTrustConfig.from_json(path.read_text())
+        except OSError as e:
+            raise SigningError(f"cannot read the Sigstore trust config {path}: {e.strerror}") from e
+        except Exception as e:  # TUF, network and parse failures come in many types
+            where = path or "the public Sigstore instance (TUF)"
+            raise SigningError(f"cannot load the Sigstore trust config of {where}: {type(e).__name__}: {e}") from e
+        return cls(config, token_source)
+
+    def __repr__(self) -> str:
+        return f"KeylessSigner(identity={self._identity!r})"
+
+    @property
+    def key_id(self) -> str:
+        """``keyless``, with the certificate identity once one was issued."""
+        return f"keyless:{self._identity}" if self._identity else "keyless"
+
+    def sign_dsse(self, payload_type: str, payload: bytes) -> DsseSignature:
+        """Sign an in-toto statement: Fulcio certifies an ephemeral key, Rekor logs the envelope."""
+        if payload_type != IN_TOTO_PAYLOAD_TYPE:
+            raise SigningError(f"keyless signing covers in-toto statements only, not {payload_type}")
+        from sigstore._internal.fulcio import ExpiredCertificate  # raised by the public Signer
+        from sigstore.dsse import Statement
+        from sigstore.errors import Error as SigstoreError
+
+        try:
+            statement = Statement(payload)
+        except SigstoreError as e:
+            # sigstore-python 4 signs in-toto Statement v1 only (cosign and Kyverno read v0.1 and v1 alike)
+            raise SigningError(
+                f"sigstore-python refuses this statement (it signs `_type: {STATEMENT_V1}` only): {_plain(e)}"
+            ) from e
+        for _attempt in range(2):
+            signer = self._session()
+            try:
+                bundle = signer.sign_dsse(statement)
+                break
+            except ExpiredCertificate:
+                with self._lock:
+                    self._signer = None  # the cached certificate lapsed: get a new one
+            except SigstoreError as e:
+                raise SigningError(f"keyless signing failed: {_plain(e)}") from e
+            except Exception as e:  # requests and Rekor client errors
+                raise TransientSigningError(f"keyless signing failed talking to Fulcio or Rekor: {_plain(e)}") from e
+        else:
+            raise SigningError("keyless signing certificate expired twice in a row; check the system clock")
+        return self._to_cosign(bundle.to_json())
+
+    def _session(self) -> Any:
+        from sigstore.errors import Error as SigstoreError
+        from sigstore.oidc import IdentityToken
+
+        with self._lock:
+            if self._signer is None:
+                try:
+                    token = IdentityToken(self._token_source())
+                except SigstoreError as e:
+                    raise SigningError(f"the OIDC identity token is not usable: {_plain(e)}") from e
+                self._identity = token.identity
+                try:
+                    with self._context.signer(token, cache=True) as signer:
+                        self._signer = signer
+                except SigstoreError as e:
+                    raise SigningError(f"Fulcio refused a signing certificate: {_plain(e)}") from e
+                except Exception as e:  # requests and Fulcio client errors
+                    raise TransientSigningError(f"cannot get a certificate from Fulcio: {_plain(e)}") from e
+                log.info("keyless signing as %s (issuer %s)", token.identity, token.issuer)
+            return self._signer
+
+    def _to_cosign(self, bundle_json: str) -> DsseSignature:
+        try:
+            wire = _Bundle.model_validate_json(bundle_json)
+        except ValidationError as e:
+            raise SigningError(f"sigstore-python produced a bundle vulnattest cannot read: {e}") from e
+        entry = wire.verification_material.tlog_entries[0]
+        if entry.inclusion_promise is None or entry.integrated_time is None:
+            raise SigningError(
+                "the transparency log gave no Signed Entry Timestamp (a Rekor v2 log?); cosign's .att layout needs "
+                "one: list a Rekor v1 log (majorApiVersion 1) in the trust config's signing config"
+            )
+        certificate = x509.load_der_x509_certificate(base64.b64decode(wire.verification_material.certificate.raw_bytes))
+        rekor = RekorBundle(
+            signed_entry_timestamp=base64.b64decode(entry.inclusion_promise.signed_entry_timestamp),
+            body=base64.b64decode(entry.canonicalized_body), integrated_time=int(entry.integrated_time),
+            log_index=int(entry.log_index), log_id=base64.b64decode(entry.log_id.key_id),
+        )
+        return DsseSignature(
+            signature=base64.b64decode(wire.dsse_envelope.signatures[0].sig),
+            material=CertificateMaterial(
+                certificate=certificate.public_bytes(serialization.Encoding.PEM),
+                chain=self._chain_pem(certificate), rekor_bundle=rekor.to_json(),
+            ),
+        )
+
+    def _chain_pem(self, leaf: x509.Certificate) -> bytes:
+        """The issuing chain, from the trust root's CA certificates (bundles carry the leaf only)."""
+        authorities = self._trust_config.trusted_root.get_fulcio_certs()
+        chain: list[x509.Certificate] = []
+        current = leaf
+        while current.issuer != current.subject and len(chain) < 5:
+            issuer = next((c for c in authorities if c.subject == current.issuer), None)
+            if issuer is None:
+                break
+            chain.append(issuer)
+            current = issuer
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+
+
+def _plain(error: Exception) -> str:
+    """An error's message without anything that looks like a bearer token."""
+    text = str(error) or type(error).__name__
+    return " ".join("<token>" if word.count(".") == 2 and len(word) > 40 else word for word in text.split())
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class _Signature(_Wire):
+    sig: str
+
+
+class _Envelope(_Wire):
+    signatures: list[_Signature]
+
+
+class _RawBytes(_Wire):
+    raw_bytes: str = Field(alias="rawBytes")
+
+
+class _LogId(_Wire):
+    key_id: str = Field(alias="keyId")
+
+
+class _Promise(_Wire):
+    signed_entry_timestamp: str = Field(alias="signedEntryTimestamp")
+
+
+class _Entry(_Wire):
+    log_index: str | int = Field(alias="logIndex")
+    log_id: _LogId = Field(alias="logId")
+    integrated_time: str | int | None = Field(None, alias="integratedTime")
+    inclusion_promise: _Promise | None = Field(None, alias="inclusionPromise")
+    canonicalized_body: str = Field(alias="canonicalizedBody")
+
+
+class _Material(_Wire):
+    certificate: _RawBytes
+    tlog_entries: list[_Entry] = Field(alias="tlogEntries", min_length=1)
+
+
+class _Bundle(_Wire):
+    verification_material: _Material = Field(alias="verificationMaterial")
+    dsse_envelope: _Envelope = Field(alias="dsseEnvelope")

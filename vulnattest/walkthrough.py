@@ -1,0 +1,224 @@
+"""``vulnattest demo``: the whole job on this machine, offline, in a minute; part of the command-line layer.
+
+It builds small images with known (fictional) vulnerable packages, serves them from a throwaway registry, gives
+Trivy an offline demo advisory DB, runs scan-and-attest and check-freshness, makes one image's scan old enough to
+go stale, shows the alert on-call would get, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect.client.schemas.objects import State
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from vulnattest.attestations import VULN_PREDICATE_TYPE, Invocation, sign_statement, vuln_statement
+from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, DEMO_DEBIAN_PACKAGES, alpine_image, debian_image
+from vulnattest.demo.registry import LocalRegistry, push_image, push_index
+from vulnattest.demo.trivydb import DEMO_ADVISORIES, write_trivy_db
+from vulnattest.errors import VulnattestError
+from vulnattest.images import ImageRef
+from vulnattest.registry import resolve
+from vulnattest.services import Services
+from vulnattest.signing.keyfile import generate_keypair
+from vulnattest.storage import report_key, verify_stored
+
+STALE_IMAGE = "demo/legacy-batch:2.3"
+
+
+class _Inbox(BaseHTTPRequestHandler):
+    """Stands in for on-call's chat or pager: records every JSON alert POSTed to it."""
+
+    received: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@contextmanager
+def _inbox() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+    handler = type("Inbox", (_Inbox,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_demo(console: Console, workdir: Path | None = None) -> int:
+    """Run the walk-through; return the exit code (0 when every step did what it should)."""
+    with tempfile.TemporaryDirectory(prefix="vulnattest-demo-") as tmp:
+        root = (workdir or Path(tmp)).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        with LocalRegistry() as registry, _inbox() as (inbox_url, inbox), _prefect_home(root / "prefect"):
+            return _walk(console, root, registry, inbox_url, inbox)
+
+
+@contextmanager
+def _prefect_home(home: Path) -> Iterator[None]:
+    """Unless a Prefect API is configured, keep the demo's embedded server and its database in the demo's folder."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    with temporary_settings(updates={PREFECT_HOME: home, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        yield
+
+
+def _step(console: Console, number: int, text: str) -> None:
+    console.print(f"\n[bold cyan]{number}.[/] [bold]{text}[/]")
+
+
+def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str, inbox: list[dict[str, Any]]) -> int:
+    from flows.check_freshness import check_freshness
+    from flows.scan_and_attest import scan_and_attest
+
+    _step(console, 1, "An offline advisory DB for Trivy")
+    cache = root / "trivy-cache"
+    write_trivy_db(cache, DEMO_ADVISORIES)
+    console.print(Panel(
+        f"[yellow]DEMO ADVISORY DB[/]: {len(DEMO_ADVISORIES)} fictional advisories (CVE-2099-*) in {cache}.\n"
+        "They describe no real flaw; a real fleet uses Trivy's own DB (`scanner.trivy.offline: false`).",
+        expand=False,
+    ))
+
+    _step(console, 2, f"Demo images in a local registry at {registry.host}")
+    client = registry.client()
+    host = registry.host
+    images = {
+        "demo/storefront:1.4": alpine_image(DEMO_ALPINE_PACKAGES, marker="storefront"),
+        "demo/payments:7.0": debian_image(DEMO_DEBIAN_PACKAGES, marker="payments"),
+        STALE_IMAGE: alpine_image(DEMO_ALPINE_PACKAGES, marker="legacy"),
+    }
+    for name, image in images.items():
+        repository, _, tag = name.partition(":")
+        push_image(client, repository, tag, image)
+    push_index(client, "demo/gateway", "3.1", {
+        "linux/amd64": debian_image(DEMO_DEBIAN_PACKAGES, marker="gateway"),
+        "linux/arm64": debian_image(DEMO_DEBIAN_PACKAGES, marker="gateway", architecture="arm64"),
+    })
+    refs = [f"{host}/{name}" for name in [*images, "demo/gateway:3.1"]]
+    for ref in refs:
+        console.print(f"  pushed {ref}")
+
+    _step(console, 3, "A signing key and the fleet configuration")
+    generate_keypair(root / "keys")
+    config_path = root / "fleet.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "images": refs,
+        "registries": {host: {"insecure": True}},
+        "scanner": {"trivy": {"cache_dir": str(cache), "offline": True}},
+        "store": {"url": (root / "reports").as_uri()},
+        "signing": {"key": str(root / "keys" / "vulnattest.key")},
+        "freshness": {"max_age": "168h"},
+        "alerts": [{"webhook": inbox_url, "name": "on-call inbox"}],
+    }, sort_keys=False))
+    console.print(f"  {config_path}\n  {root / 'keys' / 'vulnattest.pub'} is what Kyverno and verifiers trust")
+
+    _step(console, 4, "scan-and-attest: resolve → scan → hash → store → verify → attest, for every image")
+    scan_state = scan_and_attest(config_path=str(config_path), return_state=True)
+    outcomes = _results(scan_state)
+    table = Table("image", "findings C H M L U", "report sha256", "attestation")
+    for o in outcomes:
+        table.add_row(_short(o.image, host), o.findings_text(), (o.report_sha256 or "-")[:16],
+                      (o.attestation_digest or o.error or "-")[:19])
+    console.print(table)
+    if not scan_state.is_completed():
+        console.print(f"[red]scan-and-attest failed: {scan_state.message}[/]")
+        return 1
+
+    _step(console, 5, "check-freshness: every attestation checked as Kyverno will (signature, subject, type, age)")
+    verdicts = _results(check_freshness(config_path=str(config_path), return_state=True))
+    console.print("  " + ", ".join(f"{_short(v.image, host)}: [green]{v.verdict.value}[/]" for v in verdicts))
+
+    _step(console, 6, f"Time passes for {STALE_IMAGE}: its last scan is now 8 days old")
+    _backdate(config_path, f"{host}/{STALE_IMAGE}", timedelta(days=8))
+    console.print("  (re-attested with a scan that finished 8 days ago, past the 168h limit)")
+
+    _step(console, 7, "check-freshness again: the stale image is caught, and on-call is told")
+    before = len(inbox)
+    verdicts = _results(check_freshness(config_path=str(config_path), return_state=True))
+    for v in verdicts:
+        colour = "green" if v.ok else "red"
+        console.print(f"  {_short(v.image, host)}: [{colour}]{v.verdict.value}[/]  {'' if v.ok else v.reason}")
+    alerts = inbox[before:]
+    for alert in alerts:
+        console.print(Panel(str(alert.get("text") or json.dumps(alert, indent=2)), title="alert received by on-call",
+                            expand=False))
+    stale = [v for v in verdicts if v.verdict.value == "stale"]
+    if [v.image for v in stale] != [f"{host}/{STALE_IMAGE}"] or not alerts:
+        console.print("[red]the stale image was not reported as expected[/]")
+        return 1
+
+    console.print(Panel(
+        "Everything the demo started is stopped. To run vulnattest on your own fleet:\n\n"
+        "  vulnattest keys generate keys                       # or bring a cosign key: vulnattest keys import\n"
+        "  $EDITOR fleet.yaml                                  # images, store, alerts (README: configuration)\n"
+        "  vulnattest run --config fleet.yaml                  # scan and attest once\n"
+        "  vulnattest status --config fleet.yaml               # what admission would say, right now\n"
+        "  vulnattest policy kyverno --config fleet.yaml       # the ClusterPolicy that enforces it\n"
+        "  vulnattest serve --config fleet.yaml --ui           # deployments on a schedule, with the Prefect UI",
+        title="next", expand=False,
+    ))
+    return 0
+
+
+def _results(state: State[Any]) -> list[Any]:
+    """What a flow run returned (a Failed run still carries its per-image results)."""
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, list):
+        raise VulnattestError(f"the flow run did not finish: {state.message}")
+    return result
+
+
+def _short(image: str, host: str) -> str:
+    return image.removeprefix(f"{host}/")
+
+
+def _backdate(config_path: Path, image: str, age: timedelta) -> None:
+    """Re-attest `image` as if its last scan had finished `age` ago (a real scan, stored and verified)."""
+    from vulnattest.config import load_config
+
+    config = load_config(config_path)
+    services = Services.for_attesting(config)
+    try:
+        client = services.registries.for_image(ImageRef.parse(image))
+        report = services.require_scanner().scan(resolve(client, ImageRef.parse(image)))
+        finished = datetime.now(UTC) - age
+        report = type(report)(report.image, report.body, finished - (report.finished - report.started), finished,
+                              report.scanner, report.findings)
+        stored = services.store.put(report_key(report.image.image, finished), report.body, report.sha256)
+        verified = verify_stored(services.store, stored, report.sha256)
+        envelope = sign_statement(vuln_statement(report, verified, Invocation("demo-backdated")),
+                                  services.require_signer())
+        services.attacher.attach(client, report.image, envelope, VULN_PREDICATE_TYPE)
+    finally:
+        services.close()
