@@ -136,45 +136,53 @@ def _print_outcomes(outcomes: list[ImageOutcome]) -> None:
 @app.command()
 def verify(
     image: Annotated[str, typer.Argument(help="image reference, by tag or digest")],
-    key: Annotated[list[Path], typer.Option("--key", "-k", help="trusted PEM public key (repeatable)", exists=True,
-                                            dir_okay=False)],
-    max_age: Annotated[str, typer.Option(help="oldest acceptable scanFinishedOn, e.g. 168h")] = "168h",
+    key: Annotated[list[Path] | None, typer.Option("--key", "-k", help="trusted PEM public key (repeatable)",
+                                                   exists=True, dir_okay=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="trust what this fleet config trusts "
+                                                "(keys, KMS keys, keyless identities), with its registries and policy",
+                                                exists=True, dir_okay=False)] = None,
+    max_age: Annotated[str | None, typer.Option(help="oldest acceptable scanFinishedOn (default 168h, or the "
+                                                "config's freshness.max_age)")] = None,
     insecure: Annotated[bool, typer.Option(help="speak plain HTTP to the registry")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Verify IMAGE's vuln attestation as Kyverno would; exit 0 when valid and younger than --max-age, else 1."""
-    from vulnattest.registry import RegistryClient, docker_credentials, resolve
+    """Verify IMAGE's vuln attestations as Kyverno would; exit 0 when valid and younger than max-age, else 1.
+
+    Checks each attestation's signature, subject digest, predicate type and scanFinishedOn, and (with --config)
+    the vulnerability policy. Exit 2 on bad input.
+    """
+    from vulnattest.config import FleetConfig
+    from vulnattest.freshness import FreshnessChecker, FreshnessRules, OnCallCommands
+    from vulnattest.registry import RegistryClient, docker_credentials
+    from vulnattest.signing.factory import verifier_from_settings
     from vulnattest.signing.interface import PublicKeyVerifier
-    from vulnattest.verification import check_attestations
 
     try:
-        limit = parse_duration(max_age)
+        if key is None and config is None:
+            raise VulnattestError("give the public key to trust (--key vulnattest.pub) or a fleet config (--config)")
+        fleet = load_config(config) if config else FleetConfig()
         ref = ImageRef.parse(image)
-        verifier = PublicKeyVerifier.from_pem_files(key)
-        client = RegistryClient(ref.registry, insecure=insecure, credentials=docker_credentials(ref.registry))
-        resolved = resolve(client, ref)
-        checks = check_attestations(client, resolved, verifier)
+        verifier = PublicKeyVerifier.from_pem_files(key) if key else verifier_from_settings(fleet.signing)
+        limit = parse_duration(max_age) if max_age else fleet.freshness.max_age
+        checker = FreshnessChecker(
+            rules=FreshnessRules(limit, min(fleet.freshness.effective_warn_before(), limit)),
+            verifier=verifier, policy=fleet.policy, commands=OnCallCommands(str(config or "fleet.yaml")),
+        )
+        client = RegistryClient(ref.registry, insecure=insecure or ref.registry in fleet.insecure_registries(),
+                                credentials=docker_credentials(ref.registry))
+        verdict = checker.check(client, ref)
     except (VulnattestError, ValueError) as e:
         raise _fail(str(e)) from None
-    now = datetime.now(UTC)
-    result: dict[str, Any] = {"image": image, "digest": resolved.digest, "attestations": len(checks)}
-    if not checks:
-        ok, reason = False, f"no vuln attestation attached to {resolved.image.pinned}; run `vulnattest run`"
-    elif bad := [c for c in checks if not c.ok]:
-        ok, reason = False, bad[0].reason
-    else:
-        oldest = min(c.scan_finished for c in checks if c.scan_finished)
-        age = now - oldest
-        result.update(scan_finished_on=oldest.isoformat(), age_seconds=int(age.total_seconds()))
-        ok = age <= limit
-        reason = (f"scanned {format_duration(age)} ago (limit {format_duration(limit)})" if ok else
-                  f"stale: scanned {format_duration(age)} ago, over the limit of {format_duration(limit)}")
-    result.update(ok=ok, reason=reason)
+    ok = verdict.verdict.value in ("fresh", "expiring")
     if as_json:
-        console.print_json(json.dumps(result))
+        typer.echo(json.dumps({**verdict.to_json(), "ok": ok}, indent=2))
     else:
-        console.print(f"[{'green' if ok else 'red'}]{'OK' if ok else 'FAIL'}[/] {resolved.image.pinned}: {reason}")
-    raise typer.Exit(0 if ok else 1)
+        colour, word = ("green", "OK") if ok else ("red", "FAIL")
+        console.print(f"[{colour}]{word}[/] {verdict.image}@{verdict.digest or '?'}: {verdict.verdict.value}: "
+                      f"{verdict.reason}", highlight=False)
+        if not ok:
+            console.print(f"  to fix: {verdict.action}", highlight=False)
+    raise typer.Exit(0 if ok else 1 if verdict.digest else 2)
 
 
 _VERDICT_STYLES = {"fresh": "green", "expiring": "yellow", "stale": "bold red", "missing": "bold red",

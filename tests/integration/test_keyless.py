@@ -29,7 +29,7 @@ from vulnattest.registry import ResolvedImage, resolve
 from vulnattest.signing.certificates import RekorBundle, certificate_issuer, certificate_subjects
 from vulnattest.signing.factory import signer_from_settings, verifier_from_settings
 from vulnattest.signing.keyless import KeylessSigner, identity_token_source
-from vulnattest.signing.testpki import FakeSigstoreServer, TestSigstore, identity_token
+from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore, identity_token
 from vulnattest.verification import check_attestations
 
 SUBJECT = "ci@acme.example"

@@ -102,7 +102,7 @@ def test_vuln_statement_carries_true_times_scanner_db_and_stored_report():
     )
     verified = VerifiedReport(StoredObject(ObjectKey("r.json"), "s3://b/r.json", report.sha256))
     statement = json.loads(vuln_statement(report, verified, Invocation("run-1", "http://ui/runs/run-1")))
-    assert statement["_type"] == "https://in-toto.io/Statement/v0.1"
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == VULN_PREDICATE_TYPE
     assert statement["subject"] == [{"name": "127.0.0.1:5000/demo/app", "digest": {"sha256": "d" * 64}}]
     predicate = statement["predicate"]

@@ -23,7 +23,7 @@ from vulnattest.signing.certificates import (
     certificate_subjects,
 )
 from vulnattest.signing.interface import CertificateMaterial, pae
-from vulnattest.signing.testpki import CertificateAuthority, TestSigstore
+from vulnattest.demo.testpki import CertificateAuthority, TestSigstore
 
 IN_TOTO = "application/vnd.in-toto+json"
 SUBJECT = "https://github.com/acme/app/.github/workflows/attest.yml@refs/heads/main"

@@ -18,7 +18,7 @@ from vulnattest.signing.factory import AnyVerifier, signer_from_settings, verifi
 from vulnattest.signing.interface import CertificateMaterial, PublicKeyVerifier, pae
 from vulnattest.signing.keyfile import KeyFileSigner, generate_keypair
 from vulnattest.signing.kyverno import kyverno_attestors
-from vulnattest.signing.testpki import TestSigstore
+from vulnattest.demo.testpki import TestSigstore
 
 IN_TOTO = "application/vnd.in-toto+json"
 ISSUER = "https://token.actions.githubusercontent.com"

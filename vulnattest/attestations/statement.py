@@ -12,7 +12,7 @@ from vulnattest.registry import ResolvedImage
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.storage import VerifiedReport
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v0.1"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"  # v0.1 is what older cosign wrote; verifiers accept both
 VULN_PREDICATE_TYPE = "https://cosign.sigstore.dev/attestation/vuln/v1"
 BUILDER_ID = f"https://github.com/vulnattest/vulnattest@v{__version__}"
 

@@ -1,0 +1,140 @@
+"""What both benchmarks share: the services they start, the clocks and meters they read, the lines they print."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from deployments.server import LocalPrefectServer
+from vulnattest.demo.registry import INSTALL_HINT
+
+PREFECT_CHOICE = (
+    "Prefect: a LocalPrefectServer (`prefect server start`, SQLite) in its own process, as a one-machine "
+    "deployment runs it, so the server's CPU competes with the scans as it would in production; "
+    "prefect_test_harness runs the same API with test settings and takes longer to start"
+)
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def require(binary: str, hint: str) -> None:
+    """Exit with `hint` when `binary` is not on PATH."""
+    if shutil.which(binary) is None:
+        sys.exit(f"{binary} not found: {hint}")
+
+
+def require_tools(*, trivy: bool) -> None:
+    """Exit with an install hint unless the registry (and Trivy) are installed."""
+    require("docker-registry", INSTALL_HINT)
+    if trivy:
+        require("trivy", "install it with `pip install -e '.[trivy]'`")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile (0-100) by linear interpolation; 0 for no values."""
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[min(max(round(q), 1), 99) - 1]
+
+
+@dataclass(frozen=True)
+class PeakRss:
+    """Peak resident memory, from getrusage: this process, and the largest child it has waited for."""
+
+    self_mb: float
+    children_mb: float
+
+    @classmethod
+    def now(cls) -> PeakRss:
+        """Read both (Linux reports ru_maxrss in KiB)."""
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        return cls(own, children)
+
+    @property
+    def peak_mb(self) -> float:
+        """The larger of the two: no one process of the benchmark grew past this."""
+        return max(self.self_mb, self.children_mb)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` has used so far (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def process_peak_rss_mb(pid: int) -> float:
+    """The peak resident set of a running process (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as uptime prints them."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+@contextmanager
+def prefect_server() -> Iterator[LocalPrefectServer]:
+    """A LocalPrefectServer with this process's Prefect client pointed at it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with LocalPrefectServer() as server, temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield server
+
+
+def server_pid(server: LocalPrefectServer) -> int:
+    """The process id of the running server."""
+    process = server._process  # noqa: SLF001 - the benchmark meters the server process itself
+    if process is None:
+        raise RuntimeError("the Prefect server is not running")
+    return process.pid
+
+
+def count_task_runs(flow_run_id: UUID) -> int:
+    """How many task runs the server has recorded for a flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    total, page = 0, 200
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=flow_filter, limit=page, offset=total)
+            total += len(runs)
+            if len(runs) < page:
+                return total
+
+
+def settled_task_runs(flow_run_id: UUID, timeout: float = 120.0) -> tuple[int, float]:
+    """The task-run count once the server has recorded them all (it does so from events, after the flow returns),
+    and how long that took; the count stops changing when the backlog is drained."""
+    started = time.monotonic()
+    last, stable_since = -1, started
+    while True:
+        count = count_task_runs(flow_run_id)
+        now = time.monotonic()
+        if count != last:
+            last, stable_since = count, now
+        elif now - stable_since >= 2.0 or now - started > timeout:
+            return count, stable_since - started
+        time.sleep(0.25)
+
+
+def result_line(name: str, **values: object) -> str:
+    """``RESULT k=v …`` with floats at two decimals."""
+    parts = [f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()]
+    return f"{name} " + " ".join(parts)

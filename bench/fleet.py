@@ -1,0 +1,220 @@
+"""How much vulnattest adds on top of the scanner: Trivy alone vs the scan-and-attest flow, same images, same flags.
+
+    python bench/fleet.py                      # 200 images, concurrency 4
+    python bench/fleet.py --images 10          # CI smoke
+
+Builds N distinct images in a throwaway registry (shared Alpine and Debian base and runtime layers with ~300
+packages each, one app layer per image) and an offline Trivy DB with thousands of advisories, then times, in each
+round and each from an empty Trivy layer cache: (a) Trivy alone, the exact command `TrivyScanner.command()` builds,
+on every image at the same parallelism; (b) the scan-and-attest flow on a real Prefect server. The last line is
+``RESULT overhead_ratio=<b/a> images_per_min=<n> peak_rss_mb=<n> task_runs_per_image=<n>``.
+No timing is asserted: this is a measurement, run by hand or as a CI smoke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _fleet import build_fleet, distro, write_db  # noqa: E402
+from _support import (  # noqa: E402
+    PREFECT_CHOICE,
+    PeakRss,
+    load_average,
+    percentile,
+    prefect_server,
+    process_cpu_seconds,
+    process_peak_rss_mb,
+    require_tools,
+    result_line,
+    server_pid,
+    settled_task_runs,
+)
+
+from vulnattest.demo.registry import LocalRegistry  # noqa: E402
+from vulnattest.images import ImageRef  # noqa: E402
+from vulnattest.outcomes import STAGES, ImageOutcome  # noqa: E402
+from vulnattest.registry import ResolvedImage  # noqa: E402
+from vulnattest.scanners.trivy import TrivyScanner  # noqa: E402
+from vulnattest.signing.keyfile import generate_keypair  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TrivyRun:
+    """(a): wall time of Trivy alone over the fleet, and each scan's time."""
+
+    seconds: float
+    per_image: list[float]
+
+
+@dataclass(frozen=True)
+class FlowRun:
+    """(b): wall time of the flow, its outcomes, and what it cost the Prefect server."""
+
+    seconds: float
+    outcomes: list[ImageOutcome]
+    state: str
+    task_runs: int
+    settle_seconds: float
+    server_cpu: float
+
+
+def arguments() -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=200, help="distinct images in the fleet (default 200)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="scans at once, for Trivy alone and for the flow (default 4, the config default)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure (a) then (b) this many times, each from an empty layer cache; "
+                             "RESULT uses the medians (default 1)")
+    parser.add_argument("--workdir", type=Path, help="keep the registry, caches and reports here (default: a temp dir)")
+    return parser.parse_args()
+
+
+def trivy_alone(scanner: TrivyScanner, images: list[ResolvedImage], concurrency: int) -> TrivyRun:
+    """Run the scanner's exact command on every image, `concurrency` at a time, reading its report as the flow does."""
+
+    def scan(image: ResolvedImage) -> float:
+        started = time.perf_counter()
+        done = subprocess.run(scanner.command(image), capture_output=True, check=False,
+                              env={**os.environ, "TRIVY_NO_PROGRESS": "true"})
+        if done.returncode != 0:
+            raise RuntimeError(f"trivy failed on {image.scan_ref}: {done.stderr.decode()[-2000:]}")
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        per_image = list(pool.map(scan, images))
+    return TrivyRun(time.perf_counter() - started, per_image)
+
+
+def scan_and_attest_run(config: Path, pid: int) -> FlowRun:
+    """Run the flow in this process against the server; count its task runs once the server recorded them all."""
+    from flows.scan_and_attest import scan_and_attest
+
+    cpu_before = process_cpu_seconds(pid)
+    started = time.perf_counter()
+    state: Any = scan_and_attest(config_path=str(config), return_state=True)
+    seconds = time.perf_counter() - started
+    outcomes = state.result(raise_on_failure=False)
+    if not isinstance(outcomes, list):
+        raise RuntimeError(f"scan-and-attest crashed: {state.message}")
+    task_runs, settle = settled_task_runs(state.state_details.flow_run_id)
+    return FlowRun(seconds, outcomes, state.name, task_runs, settle, process_cpu_seconds(pid) - cpu_before)
+
+
+def fresh_cache(template: Path, root: Path, name: str) -> Path:
+    """A Trivy cache holding only the DB: no layer has been analysed yet."""
+    cache = root / name
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.copytree(template / "db", cache / "db")
+    return cache
+
+
+def write_config(path: Path, refs: list[str], registry: str, cache: Path, key: Path, concurrency: int) -> Path:
+    """The fleet config the flow runs with."""
+    path.write_text(yaml.safe_dump({
+        "images": refs,
+        "registries": {registry: {"insecure": True}},
+        "scanner": {"trivy": {"cache_dir": str(cache), "offline": True}},
+        "store": {"url": (path.parent / "reports").as_uri()},
+        "signing": {"key": str(key)},
+        "concurrency": concurrency,
+    }))
+    return path
+
+
+def main() -> None:
+    """Build the fleet, measure (a) and (b) for each round, print the report and the RESULT line."""
+    args = arguments()
+    require_tools(trivy=True)
+    tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="vulnattest-bench-")
+    root = args.workdir or Path(tmp.name if tmp else ".")
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"fleet benchmark: {args.images} images, concurrency {args.concurrency}, {args.rounds} round(s), "
+          f"{os.cpu_count()} CPUs, load average {load_average()}")
+    print(PREFECT_CHOICE)
+    distros = [distro("alpine"), distro("debian")]
+    advisories = write_db(root / "db-template", distros)
+    key, _ = generate_keypair(root / "keys")
+    (root / "registry").mkdir(exist_ok=True)
+    with LocalRegistry(root / "registry") as registry, prefect_server() as server:
+        client = registry.client()
+        fleet = build_fleet(client, args.images, distros)
+        client.close()
+        kinds = Counter(image.distro for image in fleet)
+        print(f"fleet: {', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}; per distro 1 base and "
+              f"{len(distros[0].runtimes)} runtime layers shared, ~{len(distros[0].runtimes[0])} packages each, "
+              f"1 app layer per image; {advisories} advisories in the DB")
+        refs = [f"{registry.host}/{image.repository}:{image.tag}" for image in fleet]
+        resolved = [ResolvedImage(ImageRef.parse(f"{registry.host}/{image.repository}@{image.digest}"), image.digest,
+                                  "application/vnd.oci.image.manifest.v1+json", image.digest) for image in fleet]
+        pid = server_pid(server)
+        alone: list[TrivyRun] = []
+        flows: list[FlowRun] = []
+        for round_ in range(1, args.rounds + 1):
+            cache_a = fresh_cache(root / "db-template", root, "cache-trivy")
+            scanner = TrivyScanner(cache_dir=cache_a, offline=True, insecure_registries=frozenset({registry.host}))
+            alone.append(trivy_alone(scanner, resolved, args.concurrency))
+            cache_b = fresh_cache(root / "db-template", root, "cache-flow")
+            config = write_config(root / "fleet.yaml", refs, registry.host, cache_b, key, args.concurrency)
+            flows.append(scan_and_attest_run(config, pid))
+            a, b = alone[-1], flows[-1]
+            print(f"round {round_}: (a) trivy alone {a.seconds:.1f}s, (b) scan-and-attest {b.seconds:.1f}s "
+                  f"({b.state}), ratio {b.seconds / a.seconds:.2f}")
+        rss = PeakRss.now()  # before the services stop: the server and registry are infrastructure, not the run
+        server_rss = process_peak_rss_mb(pid)
+    report(args, alone, flows, rss, server_rss)
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def report(args: argparse.Namespace, alone: list[TrivyRun], flows: list[FlowRun], rss: PeakRss,
+           server_rss: float) -> None:
+    """Print what was measured, last the RESULT line."""
+    a_seconds = statistics.median(a.seconds for a in alone)
+    b_seconds = statistics.median(b.seconds for b in flows)
+    last = flows[-1]
+    attested = sum(o.ok for o in last.outcomes)
+    failures = Counter(f"{o.failed_stage}: {o.error}" for o in last.outcomes if not o.ok)
+    per_image_a = alone[-1].per_image
+    print(f"(a) trivy alone: {a_seconds:.1f}s, {args.images / a_seconds * 60:.0f} images/min; one scan p50 "
+          f"{percentile(per_image_a, 50):.2f}s p95 {percentile(per_image_a, 95):.2f}s")
+    print(f"(b) scan-and-attest: {b_seconds:.1f}s, {args.images / b_seconds * 60:.0f} images/min; "
+          f"{attested} of {len(last.outcomes)} attested ({last.state})")
+    for failure, n in failures.most_common(5):
+        print(f"    {n} failed at {failure}")
+    print(f"    {'stage':<8} {'p50 s':>8} {'p95 s':>8} {'sum s':>8}")
+    for stage in STAGES:
+        values = [o.seconds[stage] for o in last.outcomes if stage in o.seconds]
+        print(f"    {stage:<8} {percentile(values, 50):>8.4f} {percentile(values, 95):>8.4f} {sum(values):>8.2f}")
+    per_image = last.task_runs / max(len(last.outcomes), 1)
+    print(f"    task runs: {last.task_runs} ({per_image:.2f} per image), all recorded by the server "
+          f"{last.settle_seconds:.1f}s after the flow returned")
+    print(f"    Prefect server CPU during (b): {last.server_cpu:.1f}s "
+          f"({last.server_cpu / max(len(last.outcomes), 1) * 1000:.0f} ms per image); server peak RSS "
+          f"{server_rss:.0f} MB (shared infrastructure, reported apart)")
+    print(f"peak RSS (getrusage, read before the services stopped): this process {rss.self_mb:.0f} MB (the "
+          f"flow ran in it), largest child {rss.children_mb:.0f} MB (RUSAGE_CHILDREN: the biggest Trivy process)")
+    print(result_line("RESULT", overhead_ratio=b_seconds / a_seconds, images_per_min=args.images / b_seconds * 60,
+                      peak_rss_mb=rss.peak_mb, task_runs_per_image=per_image))
+
+
+if __name__ == "__main__":
+    main()
