@@ -30,6 +30,8 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the runs still log to the Prefect API as in production; only the console copy would bury the report
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 from _fleet import build_fleet, distro, write_db  # noqa: E402
 from _support import (  # noqa: E402

@@ -32,10 +32,11 @@ from vulnattest.alerts import (
     save_state,
 )
 from vulnattest.config import AlertChannelSettings
-from vulnattest.freshness import FreshnessChecker, ImageVerdict, utc_text
+from vulnattest.freshness import FreshnessChecker, ImageVerdict
 from vulnattest.images import ImageRef
 from vulnattest.services import Services
 from vulnattest.storage import StoredObject
+from vulnattest.text import rfc3339
 
 EVENT_PREFIX = "vulnattest.image"
 
@@ -91,7 +92,7 @@ def emit_change_event(change: VerdictChange) -> None:
     if verdict.digest:
         resource["vulnattest.digest"] = verdict.digest
     if verdict.deadline:
-        resource["vulnattest.deadline"] = utc_text(verdict.deadline)
+        resource["vulnattest.deadline"] = rfc3339(verdict.deadline)
     emit_event(event=f"{EVENT_PREFIX}.{verdict.verdict.value}", resource=resource, payload=payload)
 
 

@@ -25,8 +25,9 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from vulnattest import __version__
 from vulnattest.config import format_duration
 from vulnattest.errors import TransientError, VulnattestError
-from vulnattest.freshness import ImageVerdict, OnCallCommands, Verdict, utc_text, worst_first
+from vulnattest.freshness import ImageVerdict, OnCallCommands, Verdict, worst_first
 from vulnattest.storage.interface import ObjectKey, ReportStore, StoredObject
+from vulnattest.text import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,9 @@ class AlertState:
             "version": STATE_VERSION,
             "images": {
                 image: {
-                    "verdict": s.verdict.value, "since": utc_text(s.since), "checked": utc_text(s.checked),
+                    "verdict": s.verdict.value, "since": rfc3339(s.since), "checked": rfc3339(s.checked),
                     "digest": s.digest,
-                    "delivered": {ch: {"verdict": d.verdict.value, "at": utc_text(d.at)}
+                    "delivered": {ch: {"verdict": d.verdict.value, "at": rfc3339(d.at)}
                                   for ch, d in sorted(s.delivered.items())},
                 }
                 for image, s in sorted(self.images.items())
@@ -222,7 +223,7 @@ class Alert:
                 f"What broke: {v.reason}",
                 f"Deadline: {v.deadline_text()}" + (" - admission refuses Pods from then" if v.deadline else ""),
                 f"Run: {v.action}",
-                f"Bad since: {utc_text(self.since)} ({format_duration(v.checked_at - self.since)})",
+                f"Bad since: {rfc3339(self.since)} ({format_duration(v.checked_at - self.since)})",
             ]
         if v.digest:
             lines.append(f"Digest: {v.digest}")
@@ -233,7 +234,7 @@ class Alert:
     def to_json(self) -> dict[str, Any]:
         """The verdict's fields plus the alert's kind, the previous verdict and since when."""
         return {"kind": self.kind.value, **self.verdict.to_json(),
-                "previous": self.previous.value if self.previous else None, "since": utc_text(self.since)}
+                "previous": self.previous.value if self.previous else None, "since": rfc3339(self.since)}
 
 
 @dataclass(frozen=True)

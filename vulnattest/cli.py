@@ -107,16 +107,15 @@ def run(
 
     Uses the Prefect API in PREFECT_API_URL, or a temporary embedded server when it is unset.
     """
+    from flows import results_of
     from flows.scan_and_attest import scan_and_attest
 
     try:
         load_config(config)
+        state = scan_and_attest(config_path=str(config), images=image or None, return_state=True)
+        outcomes = results_of(state)
     except VulnattestError as e:
         raise _fail(str(e)) from None
-    state = scan_and_attest(config_path=str(config), images=image or None, return_state=True)
-    outcomes = state.result(raise_on_failure=False)
-    if not isinstance(outcomes, list):
-        raise _fail(f"scan-and-attest did not run: {outcomes}", 1)
     _print_outcomes(outcomes)
     raise typer.Exit(0 if state.is_completed() and all(o.ok for o in outcomes) else 1)
 
@@ -234,16 +233,15 @@ def check(
     Also exits 1 when an alert could not be delivered. Uses the Prefect API in PREFECT_API_URL, or a temporary
     embedded server when it is unset.
     """
+    from flows import results_of
     from flows.check_freshness import check_freshness
 
     try:
         load_config(config)
+        state = check_freshness(config_path=str(config), images=image or None, return_state=True)
+        verdicts = results_of(state)
     except VulnattestError as e:
         raise _fail(str(e)) from None
-    state = check_freshness(config_path=str(config), images=image or None, return_state=True)
-    verdicts = state.result(raise_on_failure=False)
-    if not isinstance(verdicts, list):
-        raise _fail(f"check-freshness did not run: {verdicts}", 1)
     _print_verdicts(verdicts, show_all)
     if not state.is_completed():
         errors.print(f"[bold red]check-freshness failed:[/] {state.message}", highlight=False)

@@ -36,6 +36,7 @@ from vulnattest.registry import Registries, RegistryClient, ResolvedImage
 from vulnattest.scanners.interface import severity_counts
 from vulnattest.scanners.trivy import parse_findings
 from vulnattest.signing.interface import Verifier
+from vulnattest.text import md_cell, rfc3339, short_digest
 from vulnattest.verification import AttestationCheck, Check, check_attestations
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class LastScan:
 
     def describe(self) -> str:
         """E.g. ``scan finished 2030-01-01T00:00:00Z by trivy 0.76.0: C1 H2 M0 L0 U1; report s3://…``."""
-        text = f"scan finished {utc_text(self.finished)}"
+        text = f"scan finished {rfc3339(self.finished)}"
         if self.scanner:
             text += f" by {self.scanner}"
         if self.counts is not None:
@@ -144,7 +145,7 @@ class LastScan:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
-        return {"finished": utc_text(self.finished), "scanner": self.scanner, "counts": self.counts,
+        return {"finished": rfc3339(self.finished), "scanner": self.scanner, "counts": self.counts,
                 "report_uri": self.report_uri}
 
 
@@ -185,7 +186,7 @@ class ImageVerdict:
             return "-"
         left = self.deadline - self.checked_at
         relative = f"in {format_duration(left)}" if left >= timedelta(0) else f"{format_duration(-left)} ago"
-        return f"{utc_text(self.deadline)} ({relative})"
+        return f"{rfc3339(self.deadline)} ({relative})"
 
     def headline(self) -> str:
         """One line: verdict, image and reason."""
@@ -199,11 +200,11 @@ class ImageVerdict:
             "digest": self.digest,
             "verdict": self.verdict.value,
             "age_seconds": None if age is None else int(age.total_seconds()),
-            "deadline": utc_text(self.deadline) if self.deadline else None,
+            "deadline": rfc3339(self.deadline) if self.deadline else None,
             "reason": self.reason,
             "action": self.action,
-            "scan_finished_on": utc_text(self.scan_finished) if self.scan_finished else None,
-            "checked_at": utc_text(self.checked_at),
+            "scan_finished_on": rfc3339(self.scan_finished) if self.scan_finished else None,
+            "checked_at": rfc3339(self.checked_at),
             "attestations": self.attestations,
             "last_scan": self.last_scan.to_json() if self.last_scan else None,
             "notes": list(self.notes),
@@ -263,10 +264,10 @@ class FreshnessChecker:
                                 digest=digest, attestations=len(checks), **extra)
 
         if not checks:
-            return verdict(Verdict.MISSING, f"no vuln attestation is attached to {_short(digest)}; admission "
+            return verdict(Verdict.MISSING, f"no vuln attestation is attached to {short_digest(digest)}; admission "
                                             "refuses it")
         selected = [c for c in checks if c.reaches_conditions]
-        notes = tuple(f"admission ignores attestation {_short(c.layer_digest)}: {c.reason}"
+        notes = tuple(f"admission ignores attestation {short_digest(c.layer_digest)}: {c.reason}"
                       for c in checks if not c.reaches_conditions)
         if not selected:
             return verdict(Verdict.INVALID, "no vuln attestation admission accepts: " + _failures(checks)
@@ -293,7 +294,7 @@ class FreshnessChecker:
                           "so admission refuses it; re-attesting replaces them all")
             else:
                 reason = (f"scanned {format_duration(age)} ago, over max_age {format_duration(self.rules.max_age)}; "
-                          f"admission refuses it since {utc_text(deadline)}")
+                          f"admission refuses it since {rfc3339(deadline)}")
             return verdict(Verdict.STALE, reason, **timing)
         result = self._policy(image, selected, now)
         if isinstance(result, str):
@@ -306,7 +307,7 @@ class FreshnessChecker:
         warn_at = deadline - self.rules.warn_before
         if now >= warn_at:
             return verdict(Verdict.EXPIRING, f"scanned {format_duration(age)} ago; admission refuses it from "
-                                             f"{utc_text(deadline)}, in {format_duration(deadline - now)}", **timing)
+                                             f"{rfc3339(deadline)}, in {format_duration(deadline - now)}", **timing)
         if result.expiring:
             allowance = result.expiring[0]
             return verdict(
@@ -315,8 +316,8 @@ class FreshnessChecker:
                        f"(new expiry and reason), or rebuild {image} with the fix, then `{run}`",
                 **timing,
             )
-        return verdict(Verdict.FRESH, f"scanned {format_duration(age)} ago; warnings start {utc_text(warn_at)}, "
-                                      f"admission refuses it from {utc_text(deadline)}", action="-", **timing)
+        return verdict(Verdict.FRESH, f"scanned {format_duration(age)} ago; warnings start {rfc3339(warn_at)}, "
+                                      f"admission refuses it from {rfc3339(deadline)}", action="-", **timing)
 
     def unreachable(
         self, image: ImageRef, error: BaseException, now: datetime, *, digest: str | None = None,
@@ -344,7 +345,7 @@ class FreshnessChecker:
                 report = scanner.get("result") if isinstance(scanner, dict) else None
                 result = result.merged(evaluate_report(policy, report, now))
             except ScanError as e:
-                return (f"cannot check the policy: scanner.result of attestation {_short(check.layer_digest)} "
+                return (f"cannot check the policy: scanner.result of attestation {short_digest(check.layer_digest)} "
                         f"is not a Trivy report ({e})")
         return result
 
@@ -391,14 +392,14 @@ def fleet_markdown(verdicts: Sequence[ImageVerdict], *, title: str = "check-fres
     lines = [f"# {title}", "", f"**{counts_text(verdicts)}**", "", "| verdict | images |", "|---|---|"]
     lines += [f"| {kind.value} | {n} |" for kind, n in verdict_counts(verdicts).items()]
     if problems:
-        lines += ["", "## Problems with this run", ""] + [f"- {_cell(p)}" for p in problems]
+        lines += ["", "## Problems with this run", ""] + [f"- {md_cell(p)}" for p in problems]
     lines += ["", "## Not fresh, worst first" if bad else "## Every image is fresh", ""]
     if bad:
         lines += ["| verdict | image | digest | age | deadline | reason | action |", "|---|---|---|---|---|---|---|"]
         for v in bad:
             age = format_duration(v.age) if v.age is not None else "-"
-            lines.append(f"| **{v.verdict.value}** | `{v.image}` | `{_short(v.digest)}` | {age} | "
-                         f"{v.deadline_text()} | {_cell(v.reason)} | `{_cell(v.action)}` |")
+            lines.append(f"| **{v.verdict.value}** | `{v.image}` | `{short_digest(v.digest)}` | {age} | "
+                         f"{v.deadline_text()} | {md_cell(v.reason)} | `{md_cell(v.action)}` |")
     return "\n".join(lines) + "\n"
 
 
@@ -456,22 +457,8 @@ def _probe_error(client: RegistryClient) -> VulnattestError | None:
     return None
 
 
-def utc_text(moment: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, whole seconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _mapping(parent: dict[str, Any], key: str) -> dict[str, Any]:
     value = parent.get(key)
     return value if isinstance(value, dict) else {}
 
 
-def _short(digest: str | None) -> str:
-    if not digest:
-        return "-"
-    algorithm, _, hex_digest = digest.rpartition(":")
-    return f"{algorithm + ':' if algorithm else ''}{hex_digest[:12]}"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vulnattest.text import md_cell, short_digest
+
 STAGES = ("resolve", "scan", "hash", "store", "verify", "attest")
 
 
@@ -45,20 +47,10 @@ def summary_markdown(outcomes: list[ImageOutcome], title: str = "scan-and-attest
         "|---|---|---|---|---|---|---|",
     ]
     for o in sorted(outcomes, key=lambda o: (o.ok, o.image)):
-        result = "attested" if o.ok else f"**failed at {o.failed_stage}**: {_cell(o.error or '')}"
+        result = "attested" if o.ok else f"**failed at {o.failed_stage}**: {md_cell(o.error or '')}"
         lines.append(
-            f"| `{o.image}` | `{_short(o.digest)}` | {o.findings_text()} | {_cell(o.report_uri or '-')} | "
-            f"`{_short(o.report_sha256)}` | `{_short(o.attestation_digest)}` | {result} |"
+            f"| `{o.image}` | `{short_digest(o.digest)}` | {o.findings_text()} | {md_cell(o.report_uri or '-')} | "
+            f"`{short_digest(o.report_sha256)}` | `{short_digest(o.attestation_digest)}` | {result} |"
         )
     return "\n".join(lines) + "\n"
 
-
-def _short(digest: str | None) -> str:
-    if not digest:
-        return "-"
-    algorithm, _, hex_digest = digest.rpartition(":")
-    return f"{algorithm + ':' if algorithm else ''}{hex_digest[:12]}"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

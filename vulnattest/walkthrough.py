@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect.client.schemas.objects import State
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -27,7 +26,6 @@ from vulnattest.attestations import VULN_PREDICATE_TYPE, Invocation, sign_statem
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, DEMO_DEBIAN_PACKAGES, alpine_image, debian_image
 from vulnattest.demo.registry import LocalRegistry, push_image, push_index
 from vulnattest.demo.trivydb import DEMO_ADVISORIES, write_trivy_db
-from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
 from vulnattest.registry import resolve
 from vulnattest.services import Services
@@ -98,6 +96,7 @@ def _step(console: Console, number: int, text: str) -> None:
 
 
 def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str, inbox: list[dict[str, Any]]) -> int:
+    from flows import results_of
     from flows.check_freshness import check_freshness
     from flows.scan_and_attest import scan_and_attest
 
@@ -145,7 +144,7 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
 
     _step(console, 4, "scan-and-attest: resolve → scan → hash → store → verify → attest, for every image")
     scan_state = scan_and_attest(config_path=str(config_path), return_state=True)
-    outcomes = _results(scan_state)
+    outcomes = results_of(scan_state)
     table = Table("image", "findings C H M L U", "report sha256", "attestation")
     for o in outcomes:
         table.add_row(_short(o.image, host), o.findings_text(), (o.report_sha256 or "-")[:16],
@@ -156,7 +155,7 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
         return 1
 
     _step(console, 5, "check-freshness: every attestation checked as Kyverno will (signature, subject, type, age)")
-    verdicts = _results(check_freshness(config_path=str(config_path), return_state=True))
+    verdicts = results_of(check_freshness(config_path=str(config_path), return_state=True))
     console.print("  " + ", ".join(f"{_short(v.image, host)}: [green]{v.verdict.value}[/]" for v in verdicts))
 
     _step(console, 6, f"Time passes for {STALE_IMAGE}: its last scan is now 8 days old")
@@ -165,7 +164,7 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
 
     _step(console, 7, "check-freshness again: the stale image is caught, and on-call is told")
     before = len(inbox)
-    verdicts = _results(check_freshness(config_path=str(config_path), return_state=True))
+    verdicts = results_of(check_freshness(config_path=str(config_path), return_state=True))
     for v in verdicts:
         colour = "green" if v.ok else "red"
         console.print(f"  {_short(v.image, host)}: [{colour}]{v.verdict.value}[/]  {'' if v.ok else v.reason}")
@@ -189,14 +188,6 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
         title="next", expand=False,
     ))
     return 0
-
-
-def _results(state: State[Any]) -> list[Any]:
-    """What a flow run returned (a Failed run still carries its per-image results)."""
-    result = state.result(raise_on_failure=False)
-    if not isinstance(result, list):
-        raise VulnattestError(f"the flow run did not finish: {state.message}")
-    return result
 
 
 def _short(image: str, host: str) -> str:

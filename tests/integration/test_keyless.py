@@ -23,13 +23,13 @@ from vulnattest.attestations.cosign import CosignAttacher, attestation_tag
 from vulnattest.config import parse_config
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, alpine_image
 from vulnattest.demo.registry import LocalRegistry, push_image
+from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore, identity_token
 from vulnattest.errors import SigningError
 from vulnattest.images import ImageRef
 from vulnattest.registry import ResolvedImage, resolve
 from vulnattest.signing.certificates import RekorBundle, certificate_issuer, certificate_subjects
 from vulnattest.signing.factory import signer_from_settings, verifier_from_settings
 from vulnattest.signing.keyless import KeylessSigner, identity_token_source
-from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore, identity_token
 from vulnattest.verification import check_attestations
 
 SUBJECT = "ci@acme.example"

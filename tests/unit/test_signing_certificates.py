@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from vulnattest.demo.testpki import CertificateAuthority, TestSigstore
 from vulnattest.errors import SigningError, VerificationError
 from vulnattest.signing.certificates import (
     OIDC_ISSUER_V2,
@@ -23,7 +24,6 @@ from vulnattest.signing.certificates import (
     certificate_subjects,
 )
 from vulnattest.signing.interface import CertificateMaterial, pae
-from vulnattest.demo.testpki import CertificateAuthority, TestSigstore
 
 IN_TOTO = "application/vnd.in-toto+json"
 SUBJECT = "https://github.com/acme/app/.github/workflows/attest.yml@refs/heads/main"

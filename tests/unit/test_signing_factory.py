@@ -12,13 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from vulnattest.attestations import Envelope, sign_statement
 from vulnattest.config import SigningSettings, parse_config
+from vulnattest.demo.testpki import TestSigstore
 from vulnattest.errors import ConfigError, SigningError, VerificationError
 from vulnattest.signing.certificates import CertificateVerifier
 from vulnattest.signing.factory import AnyVerifier, signer_from_settings, verifier_from_settings
 from vulnattest.signing.interface import CertificateMaterial, PublicKeyVerifier, pae
 from vulnattest.signing.keyfile import KeyFileSigner, generate_keypair
 from vulnattest.signing.kyverno import kyverno_attestors
-from vulnattest.demo.testpki import TestSigstore
 
 IN_TOTO = "application/vnd.in-toto+json"
 ISSUER = "https://token.actions.githubusercontent.com"

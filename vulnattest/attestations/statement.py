@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from vulnattest import __version__
 from vulnattest.registry import ResolvedImage
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.storage import VerifiedReport
+from vulnattest.text import rfc3339
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"  # v0.1 is what older cosign wrote; verifiers accept both
 VULN_PREDICATE_TYPE = "https://cosign.sigstore.dev/attestation/vuln/v1"
 BUILDER_ID = f"https://github.com/vulnattest/vulnattest@v{__version__}"
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC RFC 3339 with whole seconds and a ``Z``, the form Kyverno's ``time_since`` parses."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
