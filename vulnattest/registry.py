@@ -53,10 +53,13 @@ def docker_credentials(registry: str) -> Credentials | None:
         return None
     if not found:
         return None
-    if found.get("IdentityToken"):
-        return Credentials("<token>", found["IdentityToken"])
-    if found.get("Username") and found.get("Password"):
-        return Credentials(found["Username"], found["Password"])
+    # the docker package answers with lowercase keys from config.json and capitalised ones from credential helpers
+    entry = {key.lower(): value for key, value in found.items()}
+    if entry.get("username") and entry.get("password"):
+        return Credentials(entry["username"], entry["password"])
+    if entry.get("identitytoken"):
+        log.warning("the docker login for %s is an OAuth identity token, which vulnattest cannot use; log in "
+                    "with a user name and password or token, or use a credential helper", registry)
     return None
 
 
