@@ -15,7 +15,7 @@ from pathlib import Path
 from uuid import UUID
 
 from deployments.server import LocalPrefectServer
-from vulnattest.demo.registry import INSTALL_HINT
+from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry
 
 PREFECT_CHOICE = (
     "Prefect: a LocalPrefectServer (`prefect server start`, SQLite) in its own process, as a one-machine "
@@ -67,6 +67,38 @@ class PeakRss:
         return max(self.self_mb, self.children_mb)
 
 
+@dataclass(frozen=True)
+class CpuMeter:
+    """CPU seconds used so far by this process, its waited-for children (the scans), the registry and the server."""
+
+    own: float
+    children: float
+    registry: float
+    server: float
+
+    @classmethod
+    def read(cls, registry_pid: int, server_pid: int) -> CpuMeter:
+        """Read every meter now."""
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return cls(own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime,
+                   process_cpu_seconds(registry_pid), process_cpu_seconds(server_pid))
+
+    def __sub__(self, other: CpuMeter) -> CpuMeter:
+        return CpuMeter(self.own - other.own, self.children - other.children, self.registry - other.registry,
+                        self.server - other.server)
+
+    @property
+    def total(self) -> float:
+        """All of it."""
+        return self.own + self.children + self.registry + self.server
+
+    def text(self) -> str:
+        """E.g. ``52.1s: scanner 40.2, this process 6.3, registry 3.1, Prefect server 2.5``."""
+        return (f"{self.total:.1f}s: scanner processes {self.children:.1f}, this process {self.own:.1f}, "
+                f"registry {self.registry:.1f}, Prefect server {self.server:.1f}")
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds `pid` has used so far (from /proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -96,11 +128,11 @@ def prefect_server() -> Iterator[LocalPrefectServer]:
         yield server
 
 
-def server_pid(server: LocalPrefectServer) -> int:
-    """The process id of the running server."""
-    process = server._process  # noqa: SLF001 - the benchmark meters the server process itself
+def pid_of(service: LocalPrefectServer | LocalRegistry) -> int:
+    """The process id of a running server or registry (the benchmark meters the process itself)."""
+    process = service._process
     if process is None:
-        raise RuntimeError("the Prefect server is not running")
+        raise RuntimeError(f"{type(service).__name__} is not running")
     return process.pid
 
 

@@ -33,27 +33,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the runs still log to the Prefect API as in production; only the console copy would bury the report
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
-from _fleet import build_fleet, distro, write_db  # noqa: E402
-from _support import (  # noqa: E402
+from _fleet import build_fleet, distro, write_db
+from _support import (
     PREFECT_CHOICE,
+    CpuMeter,
     PeakRss,
     load_average,
     percentile,
+    pid_of,
     prefect_server,
-    process_cpu_seconds,
     process_peak_rss_mb,
     require_tools,
     result_line,
-    server_pid,
     settled_task_runs,
 )
 
-from vulnattest.demo.registry import LocalRegistry  # noqa: E402
-from vulnattest.images import ImageRef  # noqa: E402
-from vulnattest.outcomes import STAGES, ImageOutcome  # noqa: E402
-from vulnattest.registry import ResolvedImage  # noqa: E402
-from vulnattest.scanners.trivy import TrivyScanner  # noqa: E402
-from vulnattest.signing.keyfile import generate_keypair  # noqa: E402
+from vulnattest.demo.registry import LocalRegistry
+from vulnattest.images import ImageRef
+from vulnattest.outcomes import STAGES, ImageOutcome
+from vulnattest.registry import ResolvedImage
+from vulnattest.scanners.trivy import TrivyScanner
+from vulnattest.signing.keyfile import generate_keypair
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class TrivyRun:
 
     seconds: float
     per_image: list[float]
+    cpu: CpuMeter
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class FlowRun:
     state: str
     task_runs: int
     settle_seconds: float
-    server_cpu: float
+    cpu: CpuMeter
 
 
 def arguments() -> argparse.Namespace:
@@ -85,11 +86,14 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure (a) then (b) this many times, each from an empty layer cache; "
                              "RESULT uses the medians (default 1)")
+    parser.add_argument("--images-per-task", type=int,
+                        help="the flow's images_per_task parameter (default: its own batching)")
     parser.add_argument("--workdir", type=Path, help="keep the registry, caches and reports here (default: a temp dir)")
     return parser.parse_args()
 
 
-def trivy_alone(scanner: TrivyScanner, images: list[ResolvedImage], concurrency: int) -> TrivyRun:
+def trivy_alone(scanner: TrivyScanner, images: list[ResolvedImage], concurrency: int, pids: tuple[int, int]
+                ) -> TrivyRun:
     """Run the scanner's exact command on every image, `concurrency` at a time, reading its report as the flow does."""
 
     def scan(image: ResolvedImage) -> float:
@@ -100,25 +104,27 @@ def trivy_alone(scanner: TrivyScanner, images: list[ResolvedImage], concurrency:
             raise RuntimeError(f"trivy failed on {image.scan_ref}: {done.stderr.decode()[-2000:]}")
         return time.perf_counter() - started
 
+    cpu = CpuMeter.read(*pids)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         per_image = list(pool.map(scan, images))
-    return TrivyRun(time.perf_counter() - started, per_image)
+    return TrivyRun(time.perf_counter() - started, per_image, CpuMeter.read(*pids) - cpu)
 
 
-def scan_and_attest_run(config: Path, pid: int) -> FlowRun:
-    """Run the flow in this process against the server; count its task runs once the server recorded them all."""
+def scan_and_attest_run(config: Path, pids: tuple[int, int], images_per_task: int | None) -> FlowRun:
+    """Run the flow in this process against the server; count its task runs once the server recorded them all
+    (the CPU is read after that, so it includes the server's work on the run's events)."""
+    from flows import results_of
     from flows.scan_and_attest import scan_and_attest
 
-    cpu_before = process_cpu_seconds(pid)
+    cpu = CpuMeter.read(*pids)
     started = time.perf_counter()
-    state: Any = scan_and_attest(config_path=str(config), return_state=True)
+    options = {"images_per_task": images_per_task} if images_per_task else {}
+    state: Any = scan_and_attest(config_path=str(config), return_state=True, **options)
     seconds = time.perf_counter() - started
-    outcomes = state.result(raise_on_failure=False)
-    if not isinstance(outcomes, list):
-        raise RuntimeError(f"scan-and-attest crashed: {state.message}")
+    outcomes = results_of(state)
     task_runs, settle = settled_task_runs(state.state_details.flow_run_id)
-    return FlowRun(seconds, outcomes, state.name, task_runs, settle, process_cpu_seconds(pid) - cpu_before)
+    return FlowRun(seconds, outcomes, state.name, task_runs, settle, CpuMeter.read(*pids) - cpu)
 
 
 def fresh_cache(template: Path, root: Path, name: str) -> Path:
@@ -167,21 +173,21 @@ def main() -> None:
         refs = [f"{registry.host}/{image.repository}:{image.tag}" for image in fleet]
         resolved = [ResolvedImage(ImageRef.parse(f"{registry.host}/{image.repository}@{image.digest}"), image.digest,
                                   "application/vnd.oci.image.manifest.v1+json", image.digest) for image in fleet]
-        pid = server_pid(server)
+        pids = (pid_of(registry), pid_of(server))
         alone: list[TrivyRun] = []
         flows: list[FlowRun] = []
         for round_ in range(1, args.rounds + 1):
             cache_a = fresh_cache(root / "db-template", root, "cache-trivy")
             scanner = TrivyScanner(cache_dir=cache_a, offline=True, insecure_registries=frozenset({registry.host}))
-            alone.append(trivy_alone(scanner, resolved, args.concurrency))
+            alone.append(trivy_alone(scanner, resolved, args.concurrency, pids))
             cache_b = fresh_cache(root / "db-template", root, "cache-flow")
             config = write_config(root / "fleet.yaml", refs, registry.host, cache_b, key, args.concurrency)
-            flows.append(scan_and_attest_run(config, pid))
+            flows.append(scan_and_attest_run(config, pids, args.images_per_task))
             a, b = alone[-1], flows[-1]
             print(f"round {round_}: (a) trivy alone {a.seconds:.1f}s, (b) scan-and-attest {b.seconds:.1f}s "
                   f"({b.state}), ratio {b.seconds / a.seconds:.2f}")
         rss = PeakRss.now()  # before the services stop: the server and registry are infrastructure, not the run
-        server_rss = process_peak_rss_mb(pid)
+        server_rss = process_peak_rss_mb(pids[1])
     report(args, alone, flows, rss, server_rss)
     if tmp is not None:
         tmp.cleanup()
@@ -202,6 +208,12 @@ def report(args: argparse.Namespace, alone: list[TrivyRun], flows: list[FlowRun]
           f"{attested} of {len(last.outcomes)} attested ({last.state})")
     for failure, n in failures.most_common(5):
         print(f"    {n} failed at {failure}")
+    findings = {kind: [sum(o.counts.values()) for o in last.outcomes if f"/{kind}/" in o.image]
+                for kind in ("alpine", "debian")}
+    sizes = [Path(o.report_uri.removeprefix("file://")).stat().st_size / 1024 for o in last.outcomes
+             if o.report_uri and Path(o.report_uri.removeprefix("file://")).exists()]
+    print("    findings per image p50: " + ", ".join(f"{kind} {percentile(v, 50):.0f}" for kind, v in findings.items())
+          + f"; Trivy report p50 {percentile(sizes, 50):.0f} KiB, p95 {percentile(sizes, 95):.0f} KiB")
     print(f"    {'stage':<8} {'p50 s':>8} {'p95 s':>8} {'sum s':>8}")
     for stage in STAGES:
         values = [o.seconds[stage] for o in last.outcomes if stage in o.seconds]
@@ -209,9 +221,10 @@ def report(args: argparse.Namespace, alone: list[TrivyRun], flows: list[FlowRun]
     per_image = last.task_runs / max(len(last.outcomes), 1)
     print(f"    task runs: {last.task_runs} ({per_image:.2f} per image), all recorded by the server "
           f"{last.settle_seconds:.1f}s after the flow returned")
-    print(f"    Prefect server CPU during (b): {last.server_cpu:.1f}s "
-          f"({last.server_cpu / max(len(last.outcomes), 1) * 1000:.0f} ms per image); server peak RSS "
-          f"{server_rss:.0f} MB (shared infrastructure, reported apart)")
+    print(f"CPU (a) {alone[-1].cpu.text()}")
+    print(f"CPU (b) {last.cpu.text()}")
+    print(f"    the Prefect server spent {last.cpu.server / max(len(last.outcomes), 1) * 1000:.0f} ms of CPU per "
+          f"image; its peak RSS {server_rss:.0f} MB (shared infrastructure, reported apart)")
     print(f"peak RSS (getrusage, read before the services stopped): this process {rss.self_mb:.0f} MB (the "
           f"flow ran in it), largest child {rss.children_mb:.0f} MB (RUSAGE_CHILDREN: the biggest Trivy process)")
     print(result_line("RESULT", overhead_ratio=b_seconds / a_seconds, images_per_min=args.images / b_seconds * 60,

@@ -13,9 +13,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
+from flows.batching import BatchPlan, run_batches
 from tasks.freshness import (
+    CheckBatch,
+    ImageCheck,
     alert_channels,
-    check_image,
+    check_images,
     emit_change_event,
     load_alert_state,
     probe_registry,
@@ -26,12 +29,14 @@ from vulnattest.alerts import AlertChannel, Message, plan_alerts
 from vulnattest.config import FleetConfig, load_config
 from vulnattest.errors import VulnattestError
 from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown
-from vulnattest.images import ImageRef
 from vulnattest.services import Services
 
 P = ParamSpec("P")
 R = TypeVar("R")
 ARTIFACT_KEY = "check-freshness"
+CHECKS_PER_TASK = (20, 250)
+"""Smallest and largest batch of images one check task run takes: a check costs milliseconds, a task run ~50 ms
+of Prefect server CPU, so a batch carries at least 20 (small fleets excepted) and at most 250 (a second or two)."""
 
 
 def freshness_config(config_path: str | None, images: list[str] | None) -> FleetConfig:
@@ -64,7 +69,15 @@ def check_freshness(config_path: str | None = None, images: list[str] | None = N
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="freshness") as pool:
             hosts = sorted({ref.registry for ref in refs})
             down = dict(zip(hosts, _gather(pool, [(_probe, (host, services)) for host in hosts]), strict=True))
-            verdicts = _gather(pool, [(_check, (ref, checker, services, down.get(ref.registry))) for ref in refs])
+            checks = [ImageCheck(ref) for ref in refs]
+            for check in checks:  # a registry that failed its probe costs no request per image
+                if (error := down.get(check.ref.registry)) is not None:
+                    check.verdict = checker.unreachable(check.ref, error, datetime.now(UTC))
+            reachable = [check for check in checks if check.verdict is None]
+            workers = min(config.concurrency, len(reachable))
+            plan = BatchPlan(reachable, workers, smallest=CHECKS_PER_TASK[0], largest=CHECKS_PER_TASK[1])
+            run_batches(plan, workers, lambda batch: _check(CheckBatch(batch), checker, services), "freshness")
+            verdicts = [check.final(checker) for check in checks]
             try:
                 problems += _alert(pool, config, verdicts, channels, checker, services, whole_fleet=not images)
             except Exception as e:  # the verdicts are published whatever alerting does
@@ -122,19 +135,14 @@ def _probe(host: str, services: Services) -> BaseException | None:
     return None
 
 
-def _check(
-    ref: ImageRef, checker: FreshnessChecker, services: Services, down: BaseException | None
-) -> ImageVerdict:
-    """One image's verdict; never raises, so one image cannot stop the fleet."""
-    if down is not None:
-        return checker.unreachable(ref, down, datetime.now(UTC))
+def _check(batch: CheckBatch, checker: FreshnessChecker, services: Services) -> None:
+    """Check one batch; never raises: an image left without a verdict (retries exhausted) is `unreachable`."""
     try:
-        return check_image(ref, checker, services)
-    except VulnattestError as e:
-        return checker.unreachable(ref, e, datetime.now(UTC))
-    except Exception as e:  # noqa: BLE001 - a bug checking one image must not hide the others
-        get_run_logger().exception("checking %s crashed", ref)
-        return checker.unreachable(ref, e, datetime.now(UTC), hint="this is a vulnattest bug: report it")
+        check_images(batch, checker, services)
+    except Exception as e:  # noqa: BLE001 - the images carry their own verdicts or errors
+        for check in batch.checks:
+            if check.verdict is None:
+                check.error = check.error or e
 
 
 def _deliver(message: Message, channel: AlertChannel) -> str | None:

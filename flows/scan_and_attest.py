@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import contextvars
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from tasks.attest import attest_image, resolve_image, scan_image, store_report, verify_report
+from flows.batching import BatchPlan, run_batches
+from tasks.attest import ImageBatch, ImageRun, RegistrySlots, attest_images
 from tasks.locks import PrefectAttachLocks, ensure_attach_limits
 from vulnattest.attestations import Invocation
 from vulnattest.attestations.cosign import CosignAttacher
 from vulnattest.config import FleetConfig, load_config
 from vulnattest.errors import VulnattestError
-from vulnattest.images import ImageRef
 from vulnattest.outcomes import ImageOutcome, summary_markdown
 from vulnattest.services import Services
 
-T = TypeVar("T")
+ARTIFACT_KEY = "scan-and-attest-summary"
 
 
 def fleet_config(config_path: str | None, images: list[str] | None) -> FleetConfig:
@@ -38,10 +33,19 @@ def fleet_config(config_path: str | None, images: list[str] | None) -> FleetConf
 
 
 @flow(name="scan-and-attest", log_prints=False)
-def scan_and_attest(config_path: str | None = None, images: list[str] | None = None) -> list[ImageOutcome]:
-    """Scan every image of the fleet and attach a fresh signed vuln attestation; fail naming the images that failed."""
+def scan_and_attest(
+    config_path: str | None = None, images: list[str] | None = None, images_per_task: int | None = None
+) -> list[ImageOutcome]:
+    """Scan every image of the fleet and attach a fresh signed vuln attestation; fail naming the images that failed.
+
+    Each task run takes a batch of images through every stage (`images_per_task`, or batches that shrink as the
+    fleet runs out when not given); each image's stage timings and outcome are its own. Where a registry has a
+    ``registry:<host>`` global concurrency limit, the run holds slots of it while it works (see scan-fleet-in-batches).
+    """
     logger = get_run_logger()
     config = fleet_config(config_path, images)
+    if images_per_task is not None and images_per_task < 1:
+        raise VulnattestError(f"images_per_task must be at least 1, not {images_per_task}")
     services = Services.for_attesting(config)
     locks = None
     if config.attach_lock == "prefect":
@@ -49,20 +53,24 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
         locks = PrefectAttachLocks()
         services.attacher = CosignAttacher(lock=locks)
     invocation = Invocation(event_id=str(flow_run.id or ""), uri=str(flow_run.ui_url or ""))
-    refs = config.image_refs()
-    logger.info("scanning %d image(s), %d at a time", len(refs), config.concurrency)
+    runs = [ImageRun(ref) for ref in config.image_refs()]
+    workers = min(config.concurrency, len(runs))
+    batching = f"{images_per_task} per task run" if images_per_task else "in batches that shrink as the fleet runs out"
+    logger.info("scanning %d image(s), %d at a time, %s", len(runs), workers, batching)
     try:
-        with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="image") as pool:
-            # each worker runs in a copy of this flow run's context, so its task runs belong to this flow run
-            futures = [pool.submit(contextvars.copy_context().run, _process, ref, services, invocation)
-                       for ref in refs]
-            outcomes = [f.result() for f in futures]
+        with RegistrySlots.hold([run.ref for run in runs], workers) as slots:
+            run_batches(BatchPlan(runs, workers, images_per_task), workers,
+                        lambda batch: _attest(ImageBatch(batch, slots), invocation, services), "image")
+    except VulnattestError as e:  # no registry slots within the wait: every image not attested says why
+        logger.error("%s", e)
+        ImageBatch(runs).give_up(e)
     finally:
         services.close()
         if locks is not None:
             locks.close()
+    outcomes = [run.outcome() for run in runs]
     create_markdown_artifact(
-        key="scan-and-attest-summary", markdown=summary_markdown(outcomes),
+        key=ARTIFACT_KEY, markdown=summary_markdown(outcomes),
         description=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} images attested",
     )
     failed = [o for o in outcomes if not o.ok]
@@ -75,33 +83,9 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
     return outcomes
 
 
-def _process(ref: ImageRef, services: Services, invocation: Invocation) -> ImageOutcome:
-    """Run one image through every stage; never raises, so one image cannot stop the others."""
-    seconds: dict[str, float] = {}
-    stage = "resolve"
-
-    def timed(name: str, call: Callable[[], T]) -> T:
-        nonlocal stage
-        stage = name
-        started = time.perf_counter()
-        try:
-            return call()
-        finally:
-            seconds[name] = time.perf_counter() - started
-
-    digest = None
+def _attest(batch: ImageBatch, invocation: Invocation, services: Services) -> None:
+    """Run one batch's task; never raises, so one batch cannot stop the others (its images carry the outcome)."""
     try:
-        resolved = timed("resolve", lambda: resolve_image(ref, services))
-        digest = resolved.digest
-        report = timed("scan", lambda: scan_image(resolved, services))
-        sha256 = timed("hash", lambda: report.sha256)
-        stored = timed("store", lambda: store_report(report, services))
-        verified = timed("verify", lambda: verify_report(report, stored, services))
-        attached = timed("attest", lambda: attest_image(report, verified, invocation, services))
-    except Exception as e:  # noqa: BLE001 - any failure is this image's outcome, never the fleet's
-        return ImageOutcome(image=str(ref), digest=digest, failed_stage=stage, error=str(e) or type(e).__name__,
-                            seconds=seconds)
-    return ImageOutcome(
-        image=str(ref), digest=resolved.digest, counts=report.counts, report_uri=verified.uri, report_sha256=sha256,
-        attestation_digest=attached.manifest_digest, replaced=attached.replaced, seconds=seconds,
-    )
+        attest_images(batch, invocation, services)
+    except Exception as e:  # noqa: BLE001 - whatever stopped the task run is each unfinished image's outcome
+        batch.give_up(e)

@@ -1,18 +1,30 @@
-"""The per-image steps of scan-and-attest, each a Prefect task: resolve, scan, store, verify, attest."""
+"""The per-image work of scan-and-attest as a Prefect task: resolve → scan → hash → store → verify → attest for each
+image of a batch, resumed at the stage that failed when Prefect retries a transient failure; and the per-registry
+global concurrency limits that keep many workers from overloading one registry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
+from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.tasks import exponential_backoff
 
 from tasks.retry import retry_if_transient
 from vulnattest.attestations import VULN_PREDICATE_TYPE, Invocation, sign_statement, vuln_statement
 from vulnattest.attestations.cosign import AttachResult
+from vulnattest.errors import TransientError, VulnattestError, is_transient
 from vulnattest.images import ImageRef
+from vulnattest.outcomes import ImageOutcome
 from vulnattest.registry import ResolvedImage, resolve
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.services import Services
@@ -20,6 +32,9 @@ from vulnattest.storage import StoredObject, VerifiedReport, report_key, verify_
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+REGISTRY_LIMIT_PREFIX = "registry:"
+REGISTRY_SLOT_TIMEOUT = timedelta(hours=2)
 
 
 def step(name: str, run_name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
@@ -30,52 +45,245 @@ def step(name: str, run_name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
     )
 
 
-@step("resolve-image", "resolve {image}")
-def resolve_image(image: ImageRef, services: Services) -> ResolvedImage:
-    """Pin the image to its manifest digest (and pick the platform manifest to scan)."""
-    resolved = resolve(services.registries.for_image(image), image, services.config.platform)
-    get_run_logger().info("%s is %s", image, resolved.digest)
-    return resolved
+class ImageRun:
+    """One image on its way through the stages, kept across task retries: a retry resumes at the stage that failed,
+    so a transient attach failure re-attaches and never rescans. The report is dropped once attested (or given up
+    on), so a fleet's reports are never all in memory at once."""
+
+    def __init__(self, ref: ImageRef) -> None:
+        self.ref = ref
+        self.stage = "resolve"
+        self.seconds: dict[str, float] = {}
+        self.error: BaseException | None = None
+        self.resolved: ResolvedImage | None = None
+        self.report: ScanReport | None = None
+        self.counts: dict[str, int] = {}
+        self.sha256: str | None = None
+        self.stored: StoredObject | None = None
+        self.verified: VerifiedReport | None = None
+        self.attached: AttachResult | None = None
+
+    def __str__(self) -> str:
+        return str(self.ref)
+
+    @property
+    def pending(self) -> bool:
+        """True until the image is attested or has failed for a reason a retry cannot fix."""
+        return self.attached is None and (self.error is None or is_transient(self.error))
+
+    def advance(self, services: Services, invocation: Invocation) -> AttachResult:
+        """Run every stage not done yet, in order; record the failure (and keep what succeeded) when one raises.
+
+        No stage after verify runs unless the stored report was read back and matched the scan's sha256.
+        """
+        self.error = None
+        try:
+            if self.resolved is None:
+                client = services.registries.for_image(self.ref)
+                self.resolved = self._timed("resolve", lambda: resolve(client, self.ref, services.config.platform))
+            resolved = self.resolved
+            if self.report is None:
+                self.report = self._timed("scan", lambda: services.require_scanner().scan(resolved))
+                self.counts = self.report.counts
+            report = self.report
+            if self.sha256 is None:
+                self.sha256 = self._timed("hash", lambda: report.sha256)
+            sha256 = self.sha256
+            if self.stored is None:
+                key = report_key(resolved.image, report.finished)
+                self.stored = self._timed("store", lambda: services.store.put(key, report.body, sha256))
+            stored = self.stored
+            if self.verified is None:
+                self.verified = self._timed("verify", lambda: verify_stored(services.store, stored, sha256))
+            verified = self.verified
+            self.attached = self._timed("attest", lambda: _attach(report, verified, invocation, services))
+        except Exception as e:
+            self.error = e
+            if not is_transient(e):
+                self.report = None
+            raise
+        self.report = None  # attested: the statement carried it, the store keeps it
+        self.stage = "done"
+        return self.attached
+
+    def give_up(self, reason: BaseException) -> None:
+        """Stop here: a retry will not come (retries exhausted, or the task run itself failed)."""
+        if self.attached is None:
+            self.error = self.error or reason
+            self.report = None
+
+    def outcome(self) -> ImageOutcome:
+        """What happened to the image, for the summary, the CLI and the benchmarks."""
+        image = str(self.ref)
+        digest = self.resolved.digest if self.resolved else None
+        if self.attached is None or self.verified is None:
+            error = self.error
+            text = (str(error) or type(error).__name__) if error is not None else "not run"
+            return ImageOutcome(image=image, digest=digest, counts=self.counts, failed_stage=self.stage, error=text,
+                                seconds=dict(self.seconds))
+        return ImageOutcome(
+            image=image, digest=digest, counts=self.counts, report_uri=self.verified.uri, report_sha256=self.sha256,
+            attestation_digest=self.attached.manifest_digest, replaced=self.attached.replaced,
+            seconds=dict(self.seconds),
+        )
+
+    def _timed(self, stage: str, call: Callable[[], R]) -> R:
+        self.stage = stage
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
-@step("scan-image", "scan {image}")
-def scan_image(image: ResolvedImage, services: Services) -> ScanReport:
-    """Scan the image and hash the exact report bytes."""
-    report = services.require_scanner().scan(image)
-    get_run_logger().info(
-        "scanned %s in %.1fs: %s; report sha256 %s", image, (report.finished - report.started).total_seconds(),
-        report.counts, report.sha256,
-    )
-    return report
-
-
-@step("store-report", "store {report}")
-def store_report(report: ScanReport, services: Services) -> StoredObject:
-    """Put the report in the store, recording the sha256 taken at scan time."""
-    stored = services.store.put(report_key(report.image.image, report.finished), report.body, report.sha256)
-    get_run_logger().info("stored the report of %s at %s", report.image, stored.uri)
-    return stored
-
-
-@step("verify-report", "verify {report}")
-def verify_report(report: ScanReport, stored: StoredObject, services: Services) -> VerifiedReport:
-    """Read the stored report back and check it still hashes to the scan's sha256 (a tamper check)."""
-    verified = verify_stored(services.store, stored, report.sha256)
-    get_run_logger().info("verified %s (sha256 %s)", verified.uri, verified.sha256)
-    return verified
-
-
-@step("attest-image", "attest {report}")
-def attest_image(
-    report: ScanReport, verified: VerifiedReport, invocation: Invocation, services: Services
-) -> AttachResult:
+def _attach(report: ScanReport, verified: VerifiedReport, invocation: Invocation, services: Services) -> AttachResult:
     """Sign the vuln statement and attach it in cosign's layout, replacing older vuln attestations."""
-    signer = services.require_signer()
-    envelope = sign_statement(vuln_statement(report, verified, invocation), signer)
+    envelope = sign_statement(vuln_statement(report, verified, invocation), services.require_signer())
     client = services.registries.for_image(report.image.image)
-    result = services.attacher.attach(client, report.image, envelope, VULN_PREDICATE_TYPE)
-    get_run_logger().info(
-        "attested %s with key %s: layer %s, replaced %d older vuln attestation(s), kept %d other(s)",
-        report.image, signer.key_id, result.layer_digest, result.replaced, result.kept,
-    )
-    return result
+    return services.attacher.attach(client, report.image, envelope, VULN_PREDICATE_TYPE)
+
+
+class ImageBatch:
+    """The images one task run takes through scan-and-attest.
+
+    A plain class, not a dataclass: Prefect walks dataclass and list parameters of every task run looking for
+    futures, and a batch holds whole scan reports.
+    """
+
+    def __init__(self, runs: Sequence[ImageRun], slots: RegistrySlots | None = None) -> None:
+        self.runs = list(runs)
+        self.slots = slots or RegistrySlots()
+
+    def __str__(self) -> str:
+        if not self.runs:
+            return "no image"
+        return f"{self.runs[0]} and {len(self.runs) - 1} more" if len(self.runs) > 1 else str(self.runs[0])
+
+    def give_up(self, reason: BaseException) -> None:
+        """Record `reason` on every image not attested yet."""
+        for run in self.runs:
+            run.give_up(reason)
+
+
+class BatchFailedError(VulnattestError):
+    """Some images of a batch were not attested; the others were."""
+
+
+class TransientBatchError(BatchFailedError, TransientError):
+    """Some images of a batch failed in a way a retry may fix; a retry resumes only those."""
+
+
+@step("attest-images", "attest {batch}")
+def attest_images(batch: ImageBatch, invocation: Invocation, services: Services) -> int:
+    """Take each image of `batch` through every stage it has not finished; return how many are attested.
+
+    Fails when an image did not get through, transiently (so Prefect retries, resuming only those images) when any
+    of the failures is worth retrying; the images carry their own outcome either way.
+    """
+    logger = get_run_logger()
+    for run in batch.runs:
+        if not run.pending:
+            continue
+        try:
+            with batch.slots.gate(run.ref.registry):
+                attached = run.advance(services, invocation)
+        except Exception as e:  # noqa: BLE001 - one image's failure is its outcome, never its neighbours'
+            retry = "; will retry" if is_transient(e) else ""
+            logger.warning("%s failed at %s: %s%s", run, run.stage, e, retry)
+            continue
+        logger.info("attested %s: %s; report %s; layer %s; replaced %d older vuln attestation(s)", run.resolved,
+                    " ".join(f"{severity[0]}{n}" for severity, n in run.counts.items()),
+                    run.verified.uri if run.verified else "-", attached.layer_digest[:19], attached.replaced)
+    failed = [run for run in batch.runs if run.attached is None]
+    if not failed:
+        return len(batch.runs)
+    transient = [run for run in failed if run.pending]
+    names = "; ".join(f"{run} at {run.stage}" for run in failed[:3]) + ("; …" if len(failed) > 3 else "")
+    message = f"{len(failed)} of {len(batch.runs)} image(s) not attested ({names})"
+    if transient:
+        raise TransientBatchError(f"{message}; {len(transient)} may pass on a retry")
+    raise BatchFailedError(message)
+
+
+# -- per-registry concurrency limits -------------------------------------------------------------------------------
+
+
+def registry_limit(host: str) -> str:
+    """The name of the global concurrency limit that bounds concurrent image work against `host`."""
+    return f"{REGISTRY_LIMIT_PREFIX}{host}"
+
+
+class RegistrySlots:
+    """Slots this run holds on ``registry:<host>`` global concurrency limits, and an in-process gate per host that keeps
+    the run's threads within them.
+
+    A slot stands for one image in flight against the registry (the scanner pulling it, the attestation being
+    written). The run takes its slots once, for as long as it works, rather than per image: on a SQLite server each
+    acquisition costs about as much as a task run, and a thousand workers asking per image would load the Prefect
+    server as much as the registry. Hosts without a limit are not limited.
+    """
+
+    def __init__(self, held: dict[str, int] | None = None) -> None:
+        self.held = dict(held or {})
+        self._gates = {host: threading.BoundedSemaphore(n) for host, n in self.held.items()}
+
+    def gate(self, host: str) -> AbstractContextManager[object]:
+        """Wait for one of this run's slots for `host` (no wait when `host` has no limit)."""
+        gate = self._gates.get(host)
+        return gate if gate is not None else nullcontext()
+
+    @classmethod
+    @contextmanager
+    def hold(cls, refs: Sequence[ImageRef], concurrency_per_run: int,
+             timeout: timedelta = REGISTRY_SLOT_TIMEOUT) -> Iterator[RegistrySlots]:
+        """Take, for each host of `refs` that has a ``registry:<host>`` limit, as many slots as this run can use
+        (its concurrency, at most its images there, at most the limit); release them on exit.
+
+        Limits are taken in host order, so two runs never each hold one and wait for the other's.
+        """
+        wanted: dict[str, int] = {}
+        for ref in refs:
+            wanted[ref.registry] = wanted.get(ref.registry, 0) + 1
+        limits = _active_limits(sorted(wanted))
+        held = {host: min(concurrency_per_run, wanted[host], limit) for host, limit in limits.items()}
+        with ExitStack() as stack:
+            for host in sorted(held):
+                name = registry_limit(host)
+                get_run_logger().info("taking %d slot(s) of %s (limit %d)", held[host], name, limits[host])
+                try:
+                    stack.enter_context(concurrency(name, occupy=held[host], timeout_seconds=timeout.total_seconds(),
+                                                    strict=True))
+                except TimeoutError as e:
+                    raise TransientError(
+                        f"waited {timeout} for {held[host]} slot(s) of {name} held by other runs; see "
+                        f"`prefect global-concurrency-limit inspect {name}` or raise its limit"
+                    ) from e
+            yield cls(held)
+
+
+def ensure_registry_limits(hosts: Sequence[str], slots: int) -> dict[str, int]:
+    """Create a ``registry:<host>`` limit of `slots` for each host that has none; return every host's limit (an
+    operator's existing limit is kept as it is, inactive ones count as 0)."""
+    limits: dict[str, int] = {}
+    with get_client(sync_client=True) as client:
+        for host in hosts:
+            name = registry_limit(host)
+            with suppress(ObjectAlreadyExists):  # an operator (or another run) made it: its slot count stands
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+            limit = client.read_global_concurrency_limit_by_name(name)
+            limits[host] = limit.limit if limit.active else 0
+    return limits
+
+
+def _active_limits(hosts: Sequence[str]) -> dict[str, int]:
+    """The slot count of each active ``registry:<host>`` limit among `hosts` (one read per host)."""
+    found: dict[str, int] = {}
+    with get_client(sync_client=True) as client:
+        for host in hosts:
+            try:
+                limit = client.read_global_concurrency_limit_by_name(registry_limit(host))
+            except ObjectNotFound:
+                continue
+            if limit.active and limit.limit > 0:
+                found[host] = limit.limit
+    return found

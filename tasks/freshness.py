@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -32,7 +34,8 @@ from vulnattest.alerts import (
     save_state,
 )
 from vulnattest.config import AlertChannelSettings
-from vulnattest.freshness import FreshnessChecker, ImageVerdict
+from vulnattest.errors import TransientError, VulnattestError
+from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text
 from vulnattest.images import ImageRef
 from vulnattest.services import Services
 from vulnattest.storage import StoredObject
@@ -48,12 +51,72 @@ def probe_registry(host: str, services: Services) -> None:
     get_run_logger().info("registry %s answers", host)
 
 
-@step("check-image", "check {image}")
-def check_image(image: ImageRef, checker: FreshnessChecker, services: Services) -> ImageVerdict:
-    """Read, verify and judge the image's vuln attestations; transient registry failures are retried."""
-    verdict = checker.check(services.registries.for_image(image), image)
-    get_run_logger().info("%s is %s: %s", image, verdict.verdict.value, verdict.reason)
-    return verdict
+class ImageCheck:
+    """One image's check, kept across task retries: a retry checks again only the images whose registry failed in a
+    way worth retrying; every other verdict stands."""
+
+    def __init__(self, ref: ImageRef) -> None:
+        self.ref = ref
+        self.verdict: ImageVerdict | None = None
+        self.error: BaseException | None = None
+
+    def __str__(self) -> str:
+        return str(self.ref)
+
+    def final(self, checker: FreshnessChecker) -> ImageVerdict:
+        """The verdict; `unreachable` (with the last error) when the check never got one."""
+        if self.verdict is not None:
+            return self.verdict
+        return checker.unreachable(self.ref, self.error or VulnattestError("not checked"), datetime.now(UTC))
+
+
+class CheckBatch:
+    """The images one task run checks (a plain class, so Prefect does not walk it on every task run)."""
+
+    def __init__(self, checks: Sequence[ImageCheck]) -> None:
+        self.checks = list(checks)
+
+    def __str__(self) -> str:
+        if not self.checks:
+            return "no image"
+        return f"{self.checks[0]} and {len(self.checks) - 1} more" if len(self.checks) > 1 else str(self.checks[0])
+
+
+class TransientCheckError(TransientError):
+    """Some images of a batch could not be checked for a reason that may pass; a retry checks only those."""
+
+
+@step("check-images", "check {batch}")
+def check_images(batch: CheckBatch, checker: FreshnessChecker, services: Services) -> int:
+    """Read, verify and judge each image's vuln attestations; return how many got a verdict.
+
+    A registry failure worth retrying fails the task run, so Prefect retries it, checking only the images that
+    failed; any other failure is that image's `unreachable` verdict.
+    """
+    logger = get_run_logger()
+    for check in batch.checks:
+        if check.verdict is not None:
+            continue
+        now = datetime.now(UTC)
+        try:
+            check.verdict = checker.check(services.registries.for_image(check.ref), check.ref, now)
+        except TransientError as e:
+            check.error = e
+            continue
+        except VulnattestError as e:
+            check.verdict = checker.unreachable(check.ref, e, now)
+        except Exception as e:  # a bug checking one image must not hide the others (logged with its traceback)
+            logger.exception("checking %s crashed", check.ref)
+            check.verdict = checker.unreachable(check.ref, e, now, hint="this is a vulnattest bug: report it")
+        if not check.verdict.ok:
+            logger.info("%s is %s: %s", check.ref, check.verdict.verdict.value, check.verdict.reason)
+    judged = [c.verdict for c in batch.checks if c.verdict is not None]
+    logger.info("%s", counts_text(judged))
+    failed = [c for c in batch.checks if c.verdict is None]
+    if failed:
+        raise TransientCheckError(f"{len(failed)} of {len(batch.checks)} image(s) could not be checked "
+                                  f"(first: {failed[0]}: {failed[0].error}); a retry checks only those")
+    return len(judged)
 
 
 @step("load-alert-state", "load alert state")

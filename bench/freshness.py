@@ -1,0 +1,197 @@
+"""How fast check-freshness judges a fleet: the flow vs a plain sequential verification loop, same images.
+
+    python bench/freshness.py                  # 1000 images
+    python bench/freshness.py --images 50      # CI smoke
+
+Attests M tiny distinct images cheaply (statements signed directly with `sign_statement` and attached with
+`CosignAttacher`, no scan), then times the check-freshness flow on a real Prefect server, first on a fleet it has
+never seen (every verdict is a change: an event each, the alert state written) and then again (nothing changed,
+the hourly steady state), and a sequential loop of `FreshnessChecker.check` over the same images. The last line is
+``RESULT images=<m> seconds=<s> images_per_s=<n> speedup_vs_sequential=<x> peak_rss_mb=<n>`` for the first run.
+No timing is asserted: this is a measurement, run by hand or as a CI smoke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the runs still log to the Prefect API as in production; only the console copy would bury the report
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+from _support import (
+    PREFECT_CHOICE,
+    CpuMeter,
+    PeakRss,
+    load_average,
+    pid_of,
+    prefect_server,
+    process_peak_rss_mb,
+    require_tools,
+    result_line,
+    settled_task_runs,
+)
+
+from vulnattest.attestations import VULN_PREDICATE_TYPE, Invocation, sign_statement, vuln_statement
+from vulnattest.attestations.cosign import CosignAttacher
+from vulnattest.config import load_config
+from vulnattest.demo.images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, Image, layer_tar
+from vulnattest.demo.registry import LocalRegistry, push_image
+from vulnattest.freshness import FreshnessChecker, ImageVerdict
+from vulnattest.images import ImageRef
+from vulnattest.registry import RegistryClient, ResolvedImage
+from vulnattest.scanners.interface import ScannerInfo, ScanReport
+from vulnattest.services import Services
+from vulnattest.signing.keyfile import KeyFileSigner, generate_keypair
+from vulnattest.storage import ObjectKey, StoredObject, VerifiedReport
+
+TRIVY = ScannerInfo("pkg:github/aquasecurity/trivy@0.76.0", "0.76.0", "oci://mirror.gcr.io/aquasec/trivy-db:2", "2")
+# a Trivy report in miniature: the predicate is what admission reads, its size is not what this bench measures
+REPORT = json.dumps({"SchemaVersion": 2, "ArtifactName": "bench", "Results": [{
+    "Target": "bench (alpine 3.19.1)", "Class": "os-pkgs", "Type": "alpine", "Vulnerabilities": [
+        {"VulnerabilityID": "CVE-2098-00001", "PkgName": "busybox", "InstalledVersion": "1.36.1-r15",
+         "FixedVersion": "1.36.1-r16", "Severity": "HIGH"}]}]}).encode()
+_LAYER = Blob(OCI_LAYER, gzip.compress(layer_tar({"etc/bench": b"bench\n"}), mtime=0))
+
+
+@dataclass(frozen=True)
+class FlowTiming:
+    """One check-freshness run: wall time, verdicts, task runs, and the server's CPU."""
+
+    seconds: float
+    verdicts: list[ImageVerdict]
+    state: str
+    task_runs: int
+    cpu: CpuMeter
+
+
+def arguments() -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=1000, help="attested images in the fleet (default 1000)")
+    parser.add_argument("--concurrency", type=int, default=4, help="the config's concurrency (default 4)")
+    parser.add_argument("--workdir", type=Path, help="keep the registry, keys and store here (default: a temp dir)")
+    return parser.parse_args()
+
+
+def tiny_image(name: str) -> Image:
+    """A distinct image of one shared tiny layer: only its config (and so its digest) differs."""
+    config = Blob(OCI_CONFIG, json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"app": name}},
+                                          "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(),
+                "layers": [_LAYER.descriptor()]}
+    return Image(config, (_LAYER,), Blob(OCI_MANIFEST, json.dumps(manifest).encode()))
+
+
+def attest_fleet(client: RegistryClient, host: str, count: int, signer: KeyFileSigner) -> list[str]:
+    """Push `count` tiny images and attach a signed vuln attestation to each, scanned a few hours ago."""
+    attacher = CosignAttacher()
+    finished = datetime.now(UTC) - timedelta(hours=3)
+
+    def one(i: int) -> str:
+        repository = f"freshbench/app-{i:05d}"
+        digest = push_image(client, repository, "1", tiny_image(repository))
+        ref = ImageRef.parse(f"{host}/{repository}:1")
+        image = ResolvedImage(ref.with_digest(digest), digest, OCI_MANIFEST, digest)
+        report = ScanReport(image=image, body=REPORT, started=finished - timedelta(seconds=20), finished=finished,
+                            scanner=TRIVY, findings=())
+        stored = VerifiedReport(StoredObject(ObjectKey(f"reports/{i}.json"), f"s3://bench/reports/{i}.json",
+                                             report.sha256))
+        envelope = sign_statement(vuln_statement(report, stored, Invocation()), signer)
+        attacher.attach(client, image, envelope, VULN_PREDICATE_TYPE)
+        return str(ref)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def flow_run(config: Path, pids: tuple[int, int]) -> FlowTiming:
+    """Run check-freshness in this process against the server (CPU read once the server recorded its task runs)."""
+    from flows import results_of
+    from flows.check_freshness import check_freshness
+
+    cpu = CpuMeter.read(*pids)
+    started = time.perf_counter()
+    state: Any = check_freshness(config_path=str(config), return_state=True)
+    seconds = time.perf_counter() - started
+    verdicts = results_of(state)
+    task_runs, _ = settled_task_runs(state.state_details.flow_run_id)
+    return FlowTiming(seconds, verdicts, state.name, task_runs, CpuMeter.read(*pids) - cpu)
+
+
+def sequential(config: Path, pids: tuple[int, int]) -> tuple[float, list[ImageVerdict], CpuMeter]:
+    """The plain loop: one process, one image after another, the same checker and registry client."""
+    loaded = load_config(config)
+    services = Services.for_checking(loaded)
+    checker = FreshnessChecker.from_config(loaded, services.verifier(), str(config))
+    try:
+        cpu = CpuMeter.read(*pids)
+        started = time.perf_counter()
+        verdicts = [checker.check(services.registries.for_image(ref), ref) for ref in loaded.image_refs()]
+        return time.perf_counter() - started, verdicts, CpuMeter.read(*pids) - cpu
+    finally:
+        services.close()
+
+
+def main() -> None:
+    """Attest the fleet, time the flow (twice) and the sequential loop, print the report and the RESULT line."""
+    args = arguments()
+    require_tools(trivy=False)
+    tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="vulnattest-bench-")
+    root = args.workdir or Path(tmp.name if tmp else ".")
+    (root / "registry").mkdir(parents=True, exist_ok=True)
+    print(f"freshness benchmark: {args.images} images, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
+          f"load average {load_average()}")
+    print(PREFECT_CHOICE)
+    key, _ = generate_keypair(root / "keys")
+    with LocalRegistry(root / "registry") as registry, prefect_server() as server:
+        client = registry.client()
+        started = time.perf_counter()
+        refs = attest_fleet(client, registry.host, args.images, KeyFileSigner.from_file(key))
+        client.close()
+        print(f"attested {len(refs)} tiny images in {time.perf_counter() - started:.1f}s (setup, not timed)")
+        config = root / "fleet.yaml"
+        config.write_text(yaml.safe_dump({
+            "images": refs, "registries": {registry.host: {"insecure": True}},
+            "store": {"url": (root / "store").as_uri()}, "signing": {"key": str(key)},
+            "concurrency": args.concurrency,
+        }))
+        pids = (pid_of(registry), pid_of(server))
+        first = flow_run(config, pids)
+        steady = flow_run(config, pids)
+        loop_seconds, loop_verdicts, loop_cpu = sequential(config, pids)
+        rss = PeakRss.now()
+        server_rss = process_peak_rss_mb(pids[1])
+    for name, run in (("first run (every verdict new)", first), ("steady run (nothing changed)", steady)):
+        counts = Counter(v.verdict.value for v in run.verdicts)
+        print(f"check-freshness, {name}: {run.seconds:.2f}s, {len(run.verdicts) / run.seconds:.0f} images/s, "
+              f"{run.state}, {dict(counts)}; {run.task_runs} task runs; CPU {run.cpu.text()}")
+    loop_counts = Counter(v.verdict.value for v in loop_verdicts)
+    print(f"sequential loop: {loop_seconds:.2f}s, {len(loop_verdicts) / loop_seconds:.0f} images/s, "
+          f"{dict(loop_counts)}; CPU {loop_cpu.text()}")
+    print(f"peak RSS (getrusage, read before the services stopped): this process {rss.self_mb:.0f} MB (the flows "
+          f"and the loop ran in it), largest child {rss.children_mb:.0f} MB; Prefect server {server_rss:.0f} MB "
+          "(shared infrastructure, reported apart)")
+    print(result_line("RESULT", images=len(first.verdicts), seconds=first.seconds,
+                      images_per_s=len(first.verdicts) / first.seconds,
+                      speedup_vs_sequential=loop_seconds / first.seconds, peak_rss_mb=rss.peak_mb))
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
