@@ -130,7 +130,7 @@ def prefect_server() -> Iterator[LocalPrefectServer]:
 
 def pid_of(service: LocalPrefectServer | LocalRegistry) -> int:
     """The process id of a running server or registry (the benchmark meters the process itself)."""
-    process = service._process
+    process = service.process
     if process is None:
         raise RuntimeError(f"{type(service).__name__} is not running")
     return process.pid

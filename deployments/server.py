@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 
-import httpx
-
-from vulnattest.demo.registry import free_port
-from vulnattest.errors import VulnattestError
+from vulnattest.demo.service import LocalService
 
 
-class LocalPrefectServer:
+class LocalPrefectServer(LocalService):
     """``prefect server start`` on a loopback port, with its own home (database) unless one is given."""
 
+    name = "prefect-server"
+
     def __init__(self, port: int | None = None, home: Path | None = None) -> None:
-        self.port = port or free_port()
+        super().__init__(home, port)
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_url = f"{self.url}/api"
-        self._tmp = tempfile.TemporaryDirectory(prefix="vulnattest-prefect-") if home is None else None
-        self.home = Path(self._tmp.name) if self._tmp is not None else Path(home or ".")
-        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def home(self) -> Path:
+        """The server's PREFECT_HOME (its database and log)."""
+        return self.directory
 
     def environment(self) -> dict[str, str]:
         """Variables that point a Prefect client (or a `vulnattest` command) at this server."""
@@ -39,43 +36,8 @@ class LocalPrefectServer:
             "PREFECT_UI_API_URL": self.api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(self.port),
         }
-        prefect = shutil.which("prefect") or sys.executable
-        command = [prefect] if prefect != sys.executable else [prefect, "-m", "prefect"]
-        log = (self.home / "server.log").open("wb")
-        self._process = subprocess.Popen(
-            [*command, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise VulnattestError(f"prefect server exited: {(self.home / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise VulnattestError(f"prefect server did not answer on {self.url} within {timeout:.0f}s")
-
-    def stop(self) -> None:
-        """Stop the server (and remove its home if it made one)."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def __enter__(self) -> LocalPrefectServer:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        prefect = shutil.which("prefect")
+        command = [prefect] if prefect else [sys.executable, "-m", "prefect"]
+        self._launch([*command, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                     f"{self.api_url}/health", timeout, env)
+        return self

@@ -3,43 +3,36 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-
-import httpx
 
 from vulnattest.demo.images import Image, image_index
+from vulnattest.demo.service import LocalService, free_port
 from vulnattest.errors import VulnattestError
 from vulnattest.registry import OCI_INDEX, RegistryClient
+
+__all__ = ["INSTALL_HINT", "LocalRegistry", "free_port", "push_image", "push_index"]
 
 INSTALL_HINT = "install Debian's registry: `sudo apt-get install docker-registry` (it provides docker-registry)"
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LocalRegistry:
+class LocalRegistry(LocalService):
     """Runs ``docker-registry serve`` with its own storage directory until closed; plain HTTP, no auth."""
+
+    name = "registry"
 
     def __init__(self, root: Path | None = None, binary: str = "docker-registry") -> None:
         found = shutil.which(binary)
         if found is None:
             raise VulnattestError(f"{binary} not found; {INSTALL_HINT}")
+        super().__init__(root)
         self._binary = found
-        self._tmp = tempfile.TemporaryDirectory(prefix="vulnattest-registry-") if root is None else None
-        self.root: Path = Path(self._tmp.name) if self._tmp is not None else Path(root or ".")
-        self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root(self) -> Path:
+        """The registry's directory (config, storage, log)."""
+        return self.directory
 
     def start(self, timeout: float = 20.0) -> LocalRegistry:
         """Start the registry and wait until it answers ``/v2/``."""
@@ -50,44 +43,12 @@ class LocalRegistry:
             f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, delete: {{enabled: true}}}}\n"
             f"http: {{addr: '{self.host}'}}\n"
         )
-        log = (self.root / "registry.log").open("wb")
-        self._process = subprocess.Popen([self._binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise VulnattestError(f"docker-registry exited at start: {(self.root / 'registry.log').read_text()}")
-            try:
-                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.stop()
-        raise VulnattestError(f"docker-registry did not answer on {self.host} within {timeout}s")
-
-    def stop(self) -> None:
-        """Stop the registry and remove its storage if it made it."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self._launch([self._binary, "serve", str(config)], f"http://{self.host}/v2/", timeout)
+        return self
 
     def client(self) -> RegistryClient:
         """A client for this registry."""
         return RegistryClient(self.host, insecure=True)
-
-    def __enter__(self) -> LocalRegistry:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def push_image(client: RegistryClient, repository: str, tag: str | None, image: Image) -> str:

@@ -1,0 +1,82 @@
+"""A program run in the background on a loopback port until closed: the local registry and Prefect server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from vulnattest.errors import VulnattestError
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalService:
+    """Starts a command, waits until a health URL answers 200, and stops it (and its scratch directory) on close."""
+
+    name = "service"
+
+    def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"vulnattest-{self.name}-") if directory is None else None
+        self.directory: Path = Path(self._tmp.name) if self._tmp is not None else Path(directory or ".")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """Where the program's output goes."""
+        return self.directory / f"{self.name}.log"
+
+    def start(self) -> Self:
+        """Start the program; subclasses say how."""
+        raise NotImplementedError
+
+    def _launch(self, command: Sequence[str], health_url: str, timeout: float,
+                env: Mapping[str, str] | None = None) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise VulnattestError(f"{self.name} exited at start: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(health_url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise VulnattestError(f"{self.name} did not answer at {health_url} within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """Stop the program, and remove its directory if this object made it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
