@@ -12,6 +12,7 @@ from typing import ParamSpec, TypeVar
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
+from pydantic import BaseModel, Field
 
 from flows.batching import BatchPlan, run_batches
 from tasks.freshness import (
@@ -26,7 +27,7 @@ from tasks.freshness import (
     send_alert,
 )
 from vulnattest.alerts import AlertChannel, Message, plan_alerts
-from vulnattest.config import FleetConfig, load_config
+from vulnattest.config import DURATION_PATTERN, FleetConfig, load_config, parse_duration
 from vulnattest.errors import VulnattestError
 from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown
 from vulnattest.services import Services
@@ -49,19 +50,37 @@ def freshness_config(config_path: str | None, images: list[str] | None) -> Fleet
     return config
 
 
+class CheckOptions(BaseModel):
+    """What an operator may change for one run (the Prefect UI shows these fields as a form)."""
+
+    max_age: str | None = Field(
+        None, title="Max age", description="judge against this limit instead of freshness.max_age, e.g. 72h "
+        "(a what-if: would these images pass a stricter policy?)", pattern=DURATION_PATTERN,
+    )
+    send_alerts: bool = Field(
+        True, title="Send alerts", description="off: tell no one, emit no events, and leave the alert state as it is",
+    )
+
+
 @flow(name="check-freshness", log_prints=False)
-def check_freshness(config_path: str | None = None, images: list[str] | None = None) -> list[ImageVerdict]:
+def check_freshness(
+    config_path: str | None = None, images: list[str] | None = None, options: CheckOptions | None = None,
+) -> list[ImageVerdict]:
     """Judge every image's vuln attestations as admission will, tell on-call what changed, publish the fleet table.
 
     Fails (still carrying every verdict) when an alert channel or the alert state could not be reached, so a
     silent channel shows in the UI; stale images themselves are a finding, not a failure of this flow.
     """
     logger = get_run_logger()
+    options = options or CheckOptions()
     config = freshness_config(config_path, images)
     services = Services.for_checking(config)
     checker = FreshnessChecker.from_config(config, services.verifier(), config_path)
+    if options.max_age:
+        checker = checker.with_max_age(parse_duration(options.max_age))
+        logger.info("judging against max_age %s for this run", options.max_age)
     refs = config.image_refs()
-    channels = alert_channels(config.alerts)
+    channels = alert_channels(config.alerts) if options.send_alerts else []
     problems: list[str] = []
     logger.info("checking %d image(s), %d at a time; %d alert channel(s)", len(refs), config.concurrency,
                 len(channels))
@@ -79,7 +98,8 @@ def check_freshness(config_path: str | None = None, images: list[str] | None = N
             run_batches(plan, workers, lambda batch: _check(CheckBatch(batch), checker, services), "freshness")
             verdicts = [check.final(checker) for check in checks]
             try:
-                problems += _alert(pool, config, verdicts, channels, checker, services, whole_fleet=not images)
+                if options.send_alerts:
+                    problems += _alert(pool, config, verdicts, channels, checker, services, whole_fleet=not images)
             except Exception as e:  # the verdicts are published whatever alerting does
                 logger.exception("alerting crashed")
                 problems.append(f"alerting crashed ({type(e).__name__}: {e}); this is a vulnattest bug")

@@ -151,7 +151,7 @@ def verify(
     the vulnerability policy. Exit 2 on bad input.
     """
     from vulnattest.config import FleetConfig
-    from vulnattest.freshness import FreshnessChecker, FreshnessRules, OnCallCommands
+    from vulnattest.freshness import FreshnessChecker
     from vulnattest.registry import RegistryClient, docker_credentials
     from vulnattest.signing.factory import verifier_from_settings
     from vulnattest.signing.interface import PublicKeyVerifier
@@ -163,10 +163,7 @@ def verify(
         ref = ImageRef.parse(image)
         verifier = PublicKeyVerifier.from_pem_files(key) if key else verifier_from_settings(fleet.signing)
         limit = parse_duration(max_age) if max_age else fleet.freshness.max_age
-        checker = FreshnessChecker(
-            rules=FreshnessRules(limit, min(fleet.freshness.effective_warn_before(), limit)),
-            verifier=verifier, policy=fleet.policy, commands=OnCallCommands(str(config or "fleet.yaml")),
-        )
+        checker = FreshnessChecker.from_config(fleet, verifier, str(config or "fleet.yaml")).with_max_age(limit)
         client = RegistryClient(ref.registry, insecure=insecure or ref.registry in fleet.insecure_registries(),
                                 credentials=docker_credentials(ref.registry))
         verdict = checker.check(client, ref)

@@ -25,6 +25,7 @@ from vulnattest.images import ImageRef
 from vulnattest.scanners.interface import SEVERITIES, Severity
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DEFAULT_STORE = "file://./vulnattest-reports"
 

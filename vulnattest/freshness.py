@@ -14,7 +14,7 @@ import shlex
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -228,6 +228,10 @@ class FreshnessChecker:
             rules=FreshnessRules.from_settings(config.freshness), verifier=verifier, policy=config.policy,
             commands=OnCallCommands(config_path or "fleet.yaml"),
         )
+
+    def with_max_age(self, max_age: timedelta) -> FreshnessChecker:
+        """This checker judging against another age limit (warning no earlier than the limit itself)."""
+        return replace(self, rules=FreshnessRules(max_age, min(self.rules.warn_before, max_age)))
 
     def check(self, client: RegistryClient, image: ImageRef, now: datetime | None = None) -> ImageVerdict:
         """Resolve `image`, read and verify its vuln attestations, and judge them.
