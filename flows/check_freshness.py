@@ -6,7 +6,6 @@ import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger
@@ -14,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 from pydantic import BaseModel, Field
 
+from flows import fleet_config
 from flows.batching import BatchPlan, run_batches
 from tasks.freshness import (
     CheckBatch,
@@ -27,8 +27,7 @@ from tasks.freshness import (
     send_alert,
 )
 from vulnattest.alerts import AlertChannel, Message, plan_alerts
-from vulnattest.config import DURATION_PATTERN, FleetConfig, load_config, parse_duration
-from vulnattest.errors import VulnattestError
+from vulnattest.config import DURATION_PATTERN, FleetConfig, parse_duration
 from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown
 from vulnattest.services import Services
 
@@ -38,16 +37,6 @@ ARTIFACT_KEY = "check-freshness"
 CHECKS_PER_TASK = (20, 250)
 """Smallest and largest batch of images one check task run takes: a check costs milliseconds, a task run ~50 ms
 of Prefect server CPU, so a batch carries at least 20 (small fleets excepted) and at most 250 (a second or two)."""
-
-
-def freshness_config(config_path: str | None, images: list[str] | None) -> FleetConfig:
-    """Load the config file (or defaults); when `images` is given, check only those."""
-    config = load_config(Path(config_path)) if config_path else FleetConfig().resolved_against(Path.cwd())
-    if images:
-        config = config.with_images(images)
-    if not config.images:
-        raise VulnattestError("no images to check: list them under `images:` in the config or pass --image")
-    return config
 
 
 class CheckOptions(BaseModel):
@@ -73,7 +62,7 @@ def check_freshness(
     """
     logger = get_run_logger()
     options = options or CheckOptions()
-    config = freshness_config(config_path, images)
+    config = fleet_config(config_path, images)
     services = Services.for_checking(config)
     checker = FreshnessChecker.from_config(config, services.verifier(), config_path)
     if options.max_age:

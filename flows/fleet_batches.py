@@ -26,8 +26,8 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.states import Cancelling, Failed
 
+from flows import fleet_config
 from flows.scan_and_attest import ARTIFACT_KEY as BATCH_ARTIFACT_KEY
-from flows.scan_and_attest import fleet_config
 from tasks.attest import ensure_registry_limits, registry_limit
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef

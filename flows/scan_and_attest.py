@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from flows import fleet_config
 from flows.batching import BatchPlan, run_batches
 from tasks.attest import ImageBatch, ImageRun, RegistrySlots, attest_images
 from tasks.locks import PrefectAttachLocks, ensure_attach_limits
 from vulnattest.attestations import Invocation
 from vulnattest.attestations.cosign import CosignAttacher
-from vulnattest.config import FleetConfig, load_config
 from vulnattest.errors import VulnattestError
 from vulnattest.outcomes import ImageOutcome, summary_markdown
 from vulnattest.services import Services
 
 ARTIFACT_KEY = "scan-and-attest-summary"
-
-
-def fleet_config(config_path: str | None, images: list[str] | None) -> FleetConfig:
-    """Load the config file (or defaults) and, when `images` is given, scan only those."""
-    config = load_config(Path(config_path)) if config_path else FleetConfig().resolved_against(Path.cwd())
-    if images:
-        config = FleetConfig.model_validate({**config.model_dump(), "images": images})
-    if not config.images:
-        raise VulnattestError("no images to scan: list them under `images:` in the config or pass --image")
-    return config
 
 
 @flow(name="scan-and-attest", log_prints=False)
