@@ -28,7 +28,7 @@ from prefect.states import Cancelling, Failed
 
 from flows import fleet_config
 from flows.scan_and_attest import ARTIFACT_KEY as BATCH_ARTIFACT_KEY
-from tasks.attest import ensure_registry_limits, registry_limit
+from tasks.locks import ensure_registry_limits, registry_limit
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
 from vulnattest.text import md_cell

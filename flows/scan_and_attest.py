@@ -9,8 +9,8 @@ from prefect.states import Failed
 
 from flows import fleet_config
 from flows.batching import BatchPlan, run_batches
-from tasks.attest import ImageBatch, ImageRun, RegistrySlots, attest_images
-from tasks.locks import PrefectAttachLocks, ensure_attach_limits
+from tasks.attest import ImageBatch, ImageRun, attest_images
+from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
 from vulnattest.attestations import Invocation
 from vulnattest.attestations.cosign import CosignAttacher
 from vulnattest.errors import VulnattestError

@@ -4,21 +4,15 @@ global concurrency limits that keep many workers from overloading one registry."
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
-from datetime import timedelta
+from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.tasks import exponential_backoff
 
+from tasks.locks import RegistrySlots
 from tasks.retry import retry_if_transient
 from vulnattest.attestations import VULN_PREDICATE_TYPE, Invocation, sign_statement, vuln_statement
 from vulnattest.attestations.cosign import AttachResult
@@ -33,8 +27,6 @@ from vulnattest.storage import StoredObject, VerifiedReport, report_key, verify_
 P = ParamSpec("P")
 R = TypeVar("R")
 
-REGISTRY_LIMIT_PREFIX = "registry:"
-REGISTRY_SLOT_TIMEOUT = timedelta(hours=2)
 
 
 def step(name: str, run_name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
@@ -203,87 +195,3 @@ def attest_images(batch: ImageBatch, invocation: Invocation, services: Services)
     if transient:
         raise TransientBatchError(f"{message}; {len(transient)} may pass on a retry")
     raise BatchFailedError(message)
-
-
-# -- per-registry concurrency limits -------------------------------------------------------------------------------
-
-
-def registry_limit(host: str) -> str:
-    """The name of the global concurrency limit that bounds concurrent image work against `host`."""
-    return f"{REGISTRY_LIMIT_PREFIX}{host}"
-
-
-class RegistrySlots:
-    """Slots this run holds on ``registry:<host>`` global concurrency limits, and an in-process gate per host that keeps
-    the run's threads within them.
-
-    A slot stands for one image in flight against the registry (the scanner pulling it, the attestation being
-    written). The run takes its slots once, for as long as it works, rather than per image: on a SQLite server each
-    acquisition costs about as much as a task run, and a thousand workers asking per image would load the Prefect
-    server as much as the registry. Hosts without a limit are not limited.
-    """
-
-    def __init__(self, held: dict[str, int] | None = None) -> None:
-        self.held = dict(held or {})
-        self._gates = {host: threading.BoundedSemaphore(n) for host, n in self.held.items()}
-
-    def gate(self, host: str) -> AbstractContextManager[object]:
-        """Wait for one of this run's slots for `host` (no wait when `host` has no limit)."""
-        gate = self._gates.get(host)
-        return gate if gate is not None else nullcontext()
-
-    @classmethod
-    @contextmanager
-    def hold(cls, refs: Sequence[ImageRef], concurrency_per_run: int,
-             timeout: timedelta = REGISTRY_SLOT_TIMEOUT) -> Iterator[RegistrySlots]:
-        """Take, for each host of `refs` that has a ``registry:<host>`` limit, as many slots as this run can use
-        (its concurrency, at most its images there, at most the limit); release them on exit.
-
-        Limits are taken in host order, so two runs never each hold one and wait for the other's.
-        """
-        wanted: dict[str, int] = {}
-        for ref in refs:
-            wanted[ref.registry] = wanted.get(ref.registry, 0) + 1
-        limits = _active_limits(sorted(wanted))
-        held = {host: min(concurrency_per_run, wanted[host], limit) for host, limit in limits.items()}
-        with ExitStack() as stack:
-            for host in sorted(held):
-                name = registry_limit(host)
-                get_run_logger().info("taking %d slot(s) of %s (limit %d)", held[host], name, limits[host])
-                try:
-                    stack.enter_context(concurrency(name, occupy=held[host], timeout_seconds=timeout.total_seconds(),
-                                                    strict=True))
-                except TimeoutError as e:
-                    raise TransientError(
-                        f"waited {timeout} for {held[host]} slot(s) of {name} held by other runs; see "
-                        f"`prefect global-concurrency-limit inspect {name}` or raise its limit"
-                    ) from e
-            yield cls(held)
-
-
-def ensure_registry_limits(hosts: Sequence[str], slots: int) -> dict[str, int]:
-    """Create a ``registry:<host>`` limit of `slots` for each host that has none; return every host's limit (an
-    operator's existing limit is kept as it is, inactive ones count as 0)."""
-    limits: dict[str, int] = {}
-    with get_client(sync_client=True) as client:
-        for host in hosts:
-            name = registry_limit(host)
-            with suppress(ObjectAlreadyExists):  # an operator (or another run) made it: its slot count stands
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
-            limit = client.read_global_concurrency_limit_by_name(name)
-            limits[host] = limit.limit if limit.active else 0
-    return limits
-
-
-def _active_limits(hosts: Sequence[str]) -> dict[str, int]:
-    """The slot count of each active ``registry:<host>`` limit among `hosts` (one read per host)."""
-    found: dict[str, int] = {}
-    with get_client(sync_client=True) as client:
-        for host in hosts:
-            try:
-                limit = client.read_global_concurrency_limit_by_name(registry_limit(host))
-            except ObjectNotFound:
-                continue
-            if limit.active and limit.limit > 0:
-                found[host] = limit.limit
-    return found

@@ -1,24 +1,33 @@
-"""A lock per image digest shared by every process talking to one Prefect server, on global concurrency limits."""
+"""Prefect global concurrency limits: a lock per image digest shared by every process talking to one Prefect
+server, and the per-registry limits that keep many workers from overloading one registry."""
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
+from datetime import timedelta
 from uuid import UUID
 
 import httpx
+from prefect import get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from vulnattest.errors import TransientError
+from vulnattest.images import ImageRef
 from vulnattest.locks import ThreadLocks, shard_of
 
 ATTACH_LIMIT_PREFIX = "vulnattest-attach-"
 SHARDS = 32
 LEASE_SECONDS = 60  # the server's minimum; an attach takes well under a second
 ACQUIRE_TIMEOUT_SECONDS = 120
+REGISTRY_LIMIT_PREFIX = "registry:"
+REGISTRY_SLOT_TIMEOUT = timedelta(hours=2)
 
 
 def shard_limit(key: str) -> str:
@@ -26,14 +35,27 @@ def shard_limit(key: str) -> str:
     return f"{ATTACH_LIMIT_PREFIX}{shard_of(key, SHARDS):02d}"
 
 
-def ensure_attach_limits() -> None:
-    """Create the one-slot limits the attach locks use, where they do not exist yet (one read, few writes)."""
+def ensure_limits(wanted: Mapping[str, int]) -> dict[str, int]:
+    """Create each global concurrency limit of `wanted` (name: slots) that does not exist; return every one's slots.
+
+    An existing limit is kept as it is (an operator's, or another run's); an inactive one counts as 0.
+    """
     with get_client(sync_client=True) as client:
-        existing = {limit.name for limit in client.read_global_concurrency_limits(limit=200)}
-        for shard in range(SHARDS):
-            name = f"{ATTACH_LIMIT_PREFIX}{shard:02d}"
-            if name not in existing:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        existing = {limit.name: limit for limit in client.read_global_concurrency_limits(limit=200)}
+        found: dict[str, int] = {}
+        for name, slots in wanted.items():
+            limit = existing.get(name)
+            if limit is None:
+                with suppress(ObjectAlreadyExists):  # another run made it meanwhile: its slot count stands
+                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+                limit = client.read_global_concurrency_limit_by_name(name)
+            found[name] = limit.limit if limit.active else 0
+        return found
+
+
+def ensure_attach_limits() -> None:
+    """Create the one-slot limits the attach locks use, where they do not exist yet."""
+    ensure_limits({f"{ATTACH_LIMIT_PREFIX}{shard:02d}": 1 for shard in range(SHARDS)})
 
 
 class PrefectAttachLocks:
@@ -83,3 +105,80 @@ def _acquire(client: SyncPrefectClient, name: str) -> UUID:
             if e.response.status_code != 423 or time.monotonic() > deadline:
                 raise TransientError(f"could not take the attach lock {name}: {e.response.status_code}") from e
             time.sleep(min(float(e.response.headers.get("Retry-After", "0.1")), 1.0) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+
+
+# -- per-registry concurrency limits -------------------------------------------------------------------------------
+
+
+def registry_limit(host: str) -> str:
+    """The name of the global concurrency limit that bounds concurrent image work against `host`."""
+    return f"{REGISTRY_LIMIT_PREFIX}{host}"
+
+
+class RegistrySlots:
+    """Slots this run holds on ``registry:<host>`` global concurrency limits, and an in-process gate per host that keeps
+    the run's threads within them.
+
+    A slot stands for one image in flight against the registry (the scanner pulling it, the attestation being
+    written). The run takes its slots once, for as long as it works, rather than per image: on a SQLite server each
+    acquisition costs about as much as a task run, and a thousand workers asking per image would load the Prefect
+    server as much as the registry. Hosts without a limit are not limited.
+    """
+
+    def __init__(self, held: dict[str, int] | None = None) -> None:
+        self.held = dict(held or {})
+        self._gates = {host: threading.BoundedSemaphore(n) for host, n in self.held.items()}
+
+    def gate(self, host: str) -> AbstractContextManager[object]:
+        """Wait for one of this run's slots for `host` (no wait when `host` has no limit)."""
+        gate = self._gates.get(host)
+        return gate if gate is not None else nullcontext()
+
+    @classmethod
+    @contextmanager
+    def hold(cls, refs: Sequence[ImageRef], concurrency_per_run: int,
+             timeout: timedelta = REGISTRY_SLOT_TIMEOUT) -> Iterator[RegistrySlots]:
+        """Take, for each host of `refs` that has a ``registry:<host>`` limit, as many slots as this run can use
+        (its concurrency, at most its images there, at most the limit); release them on exit.
+
+        Limits are taken in host order, so two runs never each hold one and wait for the other's.
+        """
+        wanted: dict[str, int] = {}
+        for ref in refs:
+            wanted[ref.registry] = wanted.get(ref.registry, 0) + 1
+        limits = _active_limits(sorted(wanted))
+        held = {host: min(concurrency_per_run, wanted[host], limit) for host, limit in limits.items()}
+        with ExitStack() as stack:
+            for host in sorted(held):
+                name = registry_limit(host)
+                get_run_logger().info("taking %d slot(s) of %s (limit %d)", held[host], name, limits[host])
+                try:
+                    stack.enter_context(concurrency(name, occupy=held[host], timeout_seconds=timeout.total_seconds(),
+                                                    strict=True))
+                except TimeoutError as e:
+                    raise TransientError(
+                        f"waited {timeout} for {held[host]} slot(s) of {name} held by other runs; see "
+                        f"`prefect global-concurrency-limit inspect {name}` or raise its limit"
+                    ) from e
+            yield cls(held)
+
+
+def ensure_registry_limits(hosts: Sequence[str], slots: int) -> dict[str, int]:
+    """Create a ``registry:<host>`` limit of `slots` for each host that has none; return every host's limit (an
+    operator's existing limit is kept as it is, inactive ones count as 0)."""
+    limits = ensure_limits({registry_limit(host): slots for host in hosts})
+    return {host: limits[registry_limit(host)] for host in hosts}
+
+
+def _active_limits(hosts: Sequence[str]) -> dict[str, int]:
+    """The slot count of each active ``registry:<host>`` limit among `hosts` (one read per host)."""
+    found: dict[str, int] = {}
+    with get_client(sync_client=True) as client:
+        for host in hosts:
+            try:
+                limit = client.read_global_concurrency_limit_by_name(registry_limit(host))
+            except ObjectNotFound:
+                continue
+            if limit.active and limit.limit > 0:
+                found[host] = limit.limit
+    return found

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -125,3 +127,16 @@ def demo_images(registry: LocalRegistry) -> DemoImages:
     client.close()
     host = registry.host
     return DemoImages(f"{host}/session/alpine:3.19", f"{host}/session/debian:12", f"{host}/session/multi:1")
+
+
+def poll_events(event_filter: Any, expected: int, timeout: float, interval: float = 0.2) -> list[Any]:
+    """Events matching `event_filter`, read until `expected` arrived or the deadline passed (events land async)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=event_filter, limit=50).events
+        if len(events) >= expected or time.monotonic() > deadline:
+            return list(events)
+        time.sleep(interval)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from typer.testing import CliRunner
 
 import flows.check_freshness as check_flow
 from flows.check_freshness import ARTIFACT_KEY, check_freshness
+from tests.conftest import poll_events
 from tests.integration.test_freshness import MAX_AGE, Attester, WebhookReceiver, flat, push, summary
 from vulnattest.alerts import STATE_KEY, AlertState
 from vulnattest.cli import app
@@ -75,13 +75,7 @@ def events_of(flow_run_id: UUID, expected: int, timeout: float = 30.0) -> list[A
     """The vulnattest events related to a flow run, polled until `expected` arrived or the deadline passed."""
     event_filter = EventFilter(event=EventNameFilter(prefix=["vulnattest.image."]),
                                related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]))
-    deadline = time.monotonic() + timeout
-    while True:
-        with get_client(sync_client=True) as client:
-            events = client.read_events(filter=event_filter, limit=50).events
-        if len(events) >= expected or time.monotonic() > deadline:
-            return events
-        time.sleep(0.2)
+    return poll_events(event_filter, expected, timeout, interval=0.2)
 
 
 def test_one_alert_per_change_across_runs_then_resolved_with_events_and_artifact(

@@ -20,7 +20,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.server import LocalPrefectServer
 from flows.fleet_batches import scan_fleet_in_batches
-from tests.conftest import ConfigWriter
+from tests.conftest import ConfigWriter, poll_events
 from tests.flows.test_scan_and_attest import _fleet, _vuln_layers
 from vulnattest.demo.registry import LocalRegistry
 
@@ -89,13 +89,7 @@ def _events(name: str, flow_run_ids: list[str], expected: int, timeout: float = 
     """Events called `name` related to any of the flow runs, polled until `expected` arrived or the deadline."""
     event_filter = EventFilter(event=EventNameFilter(name=[name]),
                                related=EventRelatedFilter(id=[f"prefect.flow-run.{i}" for i in flow_run_ids]))
-    deadline = time.monotonic() + timeout
-    while True:
-        with get_client(sync_client=True) as client:
-            events = client.read_events(filter=event_filter, limit=50).events
-        if len(events) >= expected or time.monotonic() > deadline:
-            return events
-        time.sleep(0.5)
+    return poll_events(event_filter, expected, timeout, interval=0.5)
 
 
 def _flow_run_of(event: Any) -> str:
