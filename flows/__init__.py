@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect.client.schemas.objects import State
 
-from vulnattest.config import FleetConfig, load_config
+from vulnattest.config import FleetConfig, SigningSettings, load_config
 from vulnattest.errors import VulnattestError
 
 
@@ -27,3 +27,21 @@ def results_of(state: State[Any]) -> list[Any]:
     if not isinstance(result, list):
         raise VulnattestError(f"the flow run did not finish: {state.message or result}")
     return result
+
+
+def key_password(signing: SigningSettings) -> bytes | None:
+    """The key file's password from the Prefect Secret block ``signing.password_secret`` names, if it names one."""
+    if signing.password_secret is None:
+        return None
+    from prefect.blocks.system import Secret
+
+    try:
+        secret = Secret.load(signing.password_secret)
+    except ValueError as e:
+        raise VulnattestError(
+            f"no Prefect Secret block named {signing.password_secret!r} (signing.password_secret): create it in the "
+            "Prefect UI under Blocks, or with `Secret(value=...).save(name)`"
+        ) from e
+    if not isinstance(secret, Secret):  # not awaited: flows here are synchronous
+        raise VulnattestError(f"loading the Secret block {signing.password_secret!r} did not finish")
+    return str(secret.get()).encode()

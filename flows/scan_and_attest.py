@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from flows import fleet_config
+from flows import fleet_config, key_password
 from flows.batching import BatchPlan, run_batches
 from tasks.attest import ImageBatch, ImageRun, attest_images
 from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
@@ -34,7 +34,7 @@ def scan_and_attest(
     config = fleet_config(config_path, images)
     if images_per_task is not None and images_per_task < 1:
         raise VulnattestError(f"images_per_task must be at least 1, not {images_per_task}")
-    services = Services.for_attesting(config)
+    services = Services.for_attesting(config, key_password=key_password(config.signing))
     locks = None
     if config.attach_lock == "prefect":
         ensure_attach_limits()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +17,7 @@ import pytest
 import yaml
 
 from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry, free_port
+from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +45,28 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kms_endpoint(s3_endpoint: str) -> Iterator[str]:
+    """A KMS server that signs as AWS does (moto, with DIGEST honoured: see tests/kms_server.py), in its own process."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.kms_server", str(port)],
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the KMS test server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture(scope="session")
 def trivy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Trivy cache holding the offline demo advisory DB."""
     if shutil.which("trivy") is None:
@@ -62,6 +88,31 @@ def prefect_server() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def pki() -> TestSigstore:
+    """A test Sigstore PKI: Fulcio CA, Rekor and CT log keys."""
+    return TestSigstore()
+
+
+@pytest.fixture(scope="session")
+def sigstore(pki: TestSigstore) -> Iterator[FakeSigstoreServer]:
+    """Fulcio and Rekor of the test PKI on a loopback port."""
+    with FakeSigstoreServer(pki).running() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def crd_schema() -> dict[str, Any]:
+    """Kyverno's ClusterPolicy v1 schema, from the CRD in ../shared (skips where the clone stands alone)."""
+    crd_path = Path(__file__).resolve().parents[2] / "shared" / "kyverno" / "kyverno.io_clusterpolicies.yaml"
+    if not crd_path.exists():
+        pytest.skip(f"Kyverno's CRD is not at {crd_path}")
+    crd = yaml.safe_load(crd_path.read_text())
+    [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema: dict[str, Any] = v1["schema"]["openAPIV3Schema"]
+    return schema
+
+
+@pytest.fixture(scope="session")
 def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An unencrypted signing key pair."""
     from vulnattest.signing.keyfile import generate_keypair
@@ -78,8 +129,8 @@ class ConfigWriter:
     trivy_cache: Path
     key: Path
 
-    def write(self, images: list[str], **overrides: object) -> Path:
-        """Write a config listing `images`; `overrides` replace top-level sections."""
+    def write(self, images: list[str], name: str = "fleet.yaml", **overrides: object) -> Path:
+        """Write a config listing `images` to `name`; `overrides` replace top-level sections."""
         config: dict[str, object] = {
             "images": images,
             "registries": {self.registry.host: {"insecure": True}},
@@ -89,7 +140,7 @@ class ConfigWriter:
             "concurrency": 4,
             **overrides,
         }
-        path = self.directory / "fleet.yaml"
+        path = self.directory / name
         path.write_text(yaml.safe_dump(config))
         return path
 

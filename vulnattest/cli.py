@@ -8,7 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from vulnattest.config import format_duration, load_config, parse_duration
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
 from vulnattest.outcomes import ImageOutcome
+
+if TYPE_CHECKING:
+    from vulnattest.signing.interface import Verifier
 
 app = typer.Typer(
     help="Keep a fresh, signed vulnerability scan attached to every container image of a fleet.",
@@ -140,6 +143,9 @@ def verify(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="trust what this fleet config trusts "
                                                 "(keys, KMS keys, keyless identities), with its registries and policy",
                                                 exists=True, dir_okay=False)] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help="trust the signers a Kyverno ClusterPolicy's "
+                                                "attestors accept for IMAGE (what the cluster will admit)",
+                                                exists=True, dir_okay=False)] = None,
     max_age: Annotated[str | None, typer.Option(help="oldest acceptable scanFinishedOn (default 168h, or the "
                                                 "config's freshness.max_age)")] = None,
     insecure: Annotated[bool, typer.Option(help="speak plain HTTP to the registry")] = False,
@@ -157,11 +163,18 @@ def verify(
     from vulnattest.signing.interface import PublicKeyVerifier
 
     try:
-        if key is None and config is None:
-            raise VulnattestError("give the public key to trust (--key vulnattest.pub) or a fleet config (--config)")
+        if key is None and config is None and policy is None:
+            raise VulnattestError("give the public key to trust (--key vulnattest.pub), a fleet config (--config) "
+                                  "or a Kyverno policy (--policy)")
         fleet = load_config(config) if config else FleetConfig()
         ref = ImageRef.parse(image)
-        verifier = PublicKeyVerifier.from_pem_files(key) if key else verifier_from_settings(fleet.signing)
+        verifier: Verifier
+        if key:
+            verifier = PublicKeyVerifier.from_pem_files(key)
+        elif policy:
+            verifier = _policy_verifier(policy, image)
+        else:
+            verifier = verifier_from_settings(fleet.signing)
         limit = parse_duration(max_age) if max_age else fleet.freshness.max_age
         checker = FreshnessChecker.from_config(fleet, verifier, str(config or "fleet.yaml")).with_max_age(limit)
         client = RegistryClient(ref.registry, insecure=insecure or ref.registry in fleet.insecure_registries(),
@@ -179,6 +192,20 @@ def verify(
         if not ok:
             console.print(f"  to fix: {verdict.action}", highlight=False)
     raise typer.Exit(0 if ok else 1 if verdict.digest else 2)
+
+
+def _policy_verifier(path: Path, image: str) -> Verifier:
+    import yaml
+
+    from vulnattest.kyverno import policy_verifier
+
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise VulnattestError(f"cannot read the Kyverno policy {path}: {e}") from e
+    if not isinstance(document, dict) or document.get("kind") not in ("ClusterPolicy", "Policy"):
+        raise VulnattestError(f"{path} is not a Kyverno ClusterPolicy; write one with `vulnattest policy kyverno`")
+    return policy_verifier(document, image, str(path))
 
 
 _VERDICT_STYLES = {"fresh": "green", "expiring": "yellow", "stale": "bold red", "missing": "bold red",

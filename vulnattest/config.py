@@ -167,6 +167,9 @@ class SigningSettings(_Strict):
 
     key: KeyRef = Field(Path("keys/vulnattest.key"),
                         description="PEM or cosign.key file, awskms:///<key id|alias/name|arn>, or keyless")
+    password_secret: str | None = Field(
+        None, description="name of a Prefect Secret block holding the key file's password "
+                          "(default: VULNATTEST_KEY_PASSWORD or COSIGN_PASSWORD)")
     public_keys: tuple[KeyRef, ...] = Field(
         (), description="PEM public key files or awskms:// keys trusted by verify (default: the signing key's)")
     keyless: KeylessSettings = KeylessSettings()

@@ -366,8 +366,8 @@ def _failures(checks: Iterable[AttestationCheck]) -> str:
 
 def _signature_hint(checks: Iterable[AttestationCheck]) -> str:
     if any(c.failed is Check.SIGNATURE for c in checks):
-        return ("; if the signing key was rotated, add its public key to signing.public_keys, otherwise someone "
-                "else wrote it: audit who can push to the repository")
+        return ("; if the signer changed (a rotated key, a new CI identity), trust it in signing.public_keys or "
+                "signing.identities, otherwise someone else wrote it: audit who can push to the repository")
     return ""
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from vulnattest.attestations.statement import VULN_PREDICATE_TYPE
 from vulnattest.config import FleetConfig, format_duration
-from vulnattest.images import DOCKER_HUB
+from vulnattest.errors import VulnattestError
+from vulnattest.images import DOCKER_HUB, ImageRef
 from vulnattest.policy import ImagePolicy, policy_for
 from vulnattest.scanners.interface import SEVERITIES
-from vulnattest.signing.kyverno import kyverno_attestors
+from vulnattest.signing.interface import Verifier
+from vulnattest.signing.kyverno import kyverno_attestors, verifier_from_attestors
 
 POLICY_NAME = "vulnattest-fresh-vuln-scan"
 _VULNS = "scanner.result.Results[].Vulnerabilities[]"
@@ -115,3 +119,25 @@ def _none_match(expression: str, message: str) -> dict[str, Any]:
         "value": 0,
         "message": message,
     }
+
+
+def policy_verifier(policy: Mapping[str, Any], image: str, source: str) -> Verifier:
+    """What `policy` (a ClusterPolicy) asks of `image`'s vuln attestations' signers, as a verifier.
+
+    Every ``verifyImages`` entry whose ``imageReferences`` match the image, as written or in full, contributes its
+    vuln attestation's attestor sets, and all of them must pass, as in Kyverno.
+    """
+    names = {image, str(ImageRef.parse(image))}
+    attestor_sets: list[dict[str, Any]] = []
+    for rule in (policy.get("spec") or {}).get("rules") or ():
+        for verify in rule.get("verifyImages") or ():
+            patterns = verify.get("imageReferences") or ()
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in patterns):
+                continue
+            for attestation in verify.get("attestations") or ():
+                if attestation.get("type") in (VULN_PREDICATE_TYPE, VULN_PREDICATE_TYPE.removeprefix("https://")):
+                    attestor_sets.extend(attestation.get("attestors") or ())
+    if not attestor_sets:
+        raise VulnattestError(f"{source} asks nothing of {image}'s vuln attestations: no verifyImages entry "
+                              "with a vuln attestation matches it; regenerate it with `vulnattest policy kyverno`")
+    return verifier_from_attestors(attestor_sets, source)

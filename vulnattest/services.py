@@ -36,8 +36,10 @@ class Services:
         )
 
     @classmethod
-    def for_attesting(cls, config: FleetConfig) -> Services:
-        """Everything, with the signer (key file, KMS key or keyless) built now, so a bad key fails before any scan."""
+    def for_attesting(cls, config: FleetConfig, *, key_password: bytes | None = None) -> Services:
+        """Everything, with the signer (key file, KMS key or keyless) built now, so a bad key fails before any scan.
+
+        `key_password` (e.g. from a Prefect Secret) overrides the environment's."""
         services = cls.for_checking(config)
         trivy = config.scanner.trivy
         services.scanner = TrivyScanner(
@@ -45,7 +47,7 @@ class Services:
             severities=trivy.severities, timeout=trivy.timeout, insecure_registries=config.insecure_registries(),
             db_repository=trivy.db_repository,
         )
-        services.signer = signer_from_settings(config.signing)
+        services.signer = signer_from_settings(config.signing, password=key_password)
         return services
 
     def require_scanner(self) -> Scanner:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,17 +35,6 @@ SUBJECT = "ci@acme.example"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 ISSUER = "https://dex.acme.example"
 CI_VARIABLES = ("GITHUB_ACTIONS", "BUILDKITE", "GITLAB_CI", "CIRCLECI", "SIGSTORE_ID_TOKEN")
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestSigstore:
-    return TestSigstore()
-
-
-@pytest.fixture(scope="module")
-def sigstore(pki: TestSigstore) -> Iterator[FakeSigstoreServer]:
-    with FakeSigstoreServer(pki).running() as server:
-        yield server
 
 
 @pytest.fixture

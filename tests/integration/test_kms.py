@@ -38,7 +38,7 @@ def alias(kms: Any) -> str:
 
 
 @pytest.fixture
-def kms_endpoint(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def moto_kms_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """boto3's own variable for a plain-HTTP KMS endpoint, as a user pointing at an emulator would set it."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", s3_endpoint)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -58,7 +58,7 @@ def test_uris_parse_as_cosign_spells_them():
         AwsKmsRef.parse("awskms://alias-without-slash")
 
 
-def test_kms_signed_attestations_verify_with_the_kms_public_key(kms_endpoint: str, alias: str):
+def test_kms_signed_attestations_verify_with_the_kms_public_key(moto_kms_env: str, alias: str):
     signer = signer_from_settings(SigningSettings(key=alias))
     assert isinstance(signer, AwsKmsSigner)
     assert signer.key_id == alias
@@ -117,3 +117,17 @@ def test_a_key_that_cannot_sign_ecdsa_p256_is_refused(kms: Any, s3_endpoint: str
 def test_an_unreachable_kms_is_transient(alias: str):
     with pytest.raises(TransientError, match="cannot connect"):
         AwsKmsSigner.from_uri(alias, endpoint_url="http://127.0.0.1:9", region="us-east-1")
+
+
+def test_a_kms_that_signs_digests_as_given_serves_messages_of_any_size(kms_endpoint: str):
+    # the AWS-faithful server (tests/kms_server.py): a DIGEST is signed as given, a RAW message over 4 KiB refused
+    kms = boto3.client("kms", endpoint_url=kms_endpoint, region_name="us-east-1")
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    with pytest.raises(kms.exceptions.ClientError, match="at most 4096 bytes"):
+        kms.sign(KeyId=key, Message=b"m" * (RAW_LIMIT + 1), MessageType="RAW", SigningAlgorithm="ECDSA_SHA_256")
+
+    signer = AwsKmsSigner.from_uri(f"awskms:///{key}", endpoint_url=kms_endpoint, region="us-east-1")
+    envelope = sign_statement(_statement(size=300_000), signer)
+    public = serialization.load_pem_public_key(signer.public_key_pem())
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    public.verify(envelope.signatures[0], pae(envelope.payload_type, envelope.payload), ec.ECDSA(hashes.SHA256()))

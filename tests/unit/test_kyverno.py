@@ -19,17 +19,7 @@ from vulnattest.config import parse_config
 from vulnattest.kyverno import cluster_policy
 from vulnattest.signing import generate_keypair
 
-CRD = Path(__file__).resolve().parents[3] / "shared" / "kyverno" / "kyverno.io_clusterpolicies.yaml"
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def crd_schema() -> dict[str, Any]:
-    if not CRD.exists():
-        pytest.skip(f"Kyverno's CRD is not at {CRD}")
-    crd = yaml.safe_load(CRD.read_text())
-    [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return v1["schema"]["openAPIV3Schema"]
 
 
 @pytest.fixture

@@ -161,3 +161,49 @@ def test_kyverno_keyless_attestors_for_a_private_deployment_carry_its_roots_and_
     [entry] = kyverno_attestors(opted_out)
     assert entry["keyless"]["rekor"] == {"url": "https://rekor.internal", "ignoreTlog": True}
     assert entry["keyless"]["ctlog"] == {"ignoreSCT": True}
+
+
+def _keys_entry(public: Path, *, ignore_tlog: bool = True) -> dict[str, object]:
+    return {"keys": {"publicKeys": public.read_text(), "rekor": {"ignoreTlog": ignore_tlog}}}
+
+
+def test_attestors_read_back_as_kyverno_counts_them(tmp_path: Path):
+    from vulnattest.signing.kyverno import verifier_from_attestors
+
+    first_key, first_pub = generate_keypair(tmp_path / "first")
+    _, second_pub = generate_keypair(tmp_path / "second")
+    envelope = sign_statement(b'{"_type":"https://in-toto.io/Statement/v1"}', KeyFileSigner.from_file(first_key))
+
+    def accepts(attestors: list[dict[str, object]]) -> bool:
+        try:
+            envelope.verify_signer(verifier_from_attestors(attestors, "policy.yaml"))
+        except VerificationError:
+            return False
+        return True
+
+    first, second = _keys_entry(first_pub), _keys_entry(second_pub)
+    assert accepts([{"count": 1, "entries": [second, first]}])
+    assert not accepts([{"entries": [second, first]}])  # no count: every entry must accept
+    assert not accepts([{"count": 1, "entries": [first]}, {"count": 1, "entries": [second]}])  # every set must pass
+    assert accepts([{"count": 1, "entries": [first]}, {"entries": [first]}])
+    # Kyverno looks a key signature up in Rekor unless told not to; vulnattest logs none
+    with pytest.raises(VerificationError, match=r"entries\[0\] wants a Rekor entry .* rekor\.ignoreTlog: true"):
+        envelope.verify_signer(verifier_from_attestors(
+            [{"count": 1, "entries": [_keys_entry(first_pub, ignore_tlog=False)]}], "policy.yaml"))
+    with pytest.raises(SigningError, match=r"policy\.yaml: attestors\[0\]\.entries\[0\]: only keys and keyless"):
+        verifier_from_attestors([{"entries": [{"certificates": {}}]}], "policy.yaml")
+
+
+def test_the_generated_attestors_accept_what_the_config_accepts(tmp_path: Path):
+    from vulnattest.signing.kyverno import verifier_from_attestors
+
+    key, public = generate_keypair(tmp_path / "keys")
+    _, other = generate_keypair(tmp_path / "other")
+    envelope = sign_statement(b'{"_type":"https://in-toto.io/Statement/v1"}', KeyFileSigner.from_file(key))
+    rotated = SigningSettings(key=key, public_keys=(other, public))
+    attestors = [{"count": 1, "entries": kyverno_attestors(rotated)}]
+    assert envelope.verify_signer(verifier_from_attestors(attestors, "p")).key_id == \
+        envelope.verify_signer(verifier_from_settings(rotated)).key_id
+    only_other = [{"count": 1, "entries": kyverno_attestors(SigningSettings(key=key, public_keys=(other,)))}]
+    with pytest.raises(VerificationError):
+        envelope.verify_signer(verifier_from_attestors(only_other, "p"))

@@ -10,18 +10,38 @@ Put them in one attestor set that needs one match: ``attestors: [{count: 1, entr
   certificate in the roots pool as an anchor, and Kyverno passes no separate intermediates), and ``rekor.pubkey`` /
   ``ctlog.pubkey`` its log keys; with none, Kyverno uses the public Sigstore trust root, as verify does.
   ``signing.ignore_tlog`` / ``ignore_sct`` map to ``rekor.ignoreTlog`` / ``ctlog.ignoreSCT``.
+
+`verifier_from_attestors` reads attestor sets back, as Kyverno evaluates them: every set must pass, and a set passes
+when ``count`` of its entries (all of them when ``count`` is absent) accept the attestation. ``vulnattest verify
+--policy`` uses it to show what a cluster running the policy will admit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from vulnattest.config import SigningSettings
-from vulnattest.errors import SigningError
-from vulnattest.signing.certificates import LogKey, TrustMaterial
+from vulnattest.errors import SigningError, VerificationError
+from vulnattest.signing.certificates import (
+    CertificateIdentity,
+    CertificateVerifier,
+    LogKey,
+    TrustMaterial,
+    log_id_of,
+)
+from vulnattest.signing.interface import (
+    CertificateMaterial,
+    PublicKeyVerifier,
+    VerifiedSigner,
+    Verifier,
+    load_public_key,
+)
 from vulnattest.signing.kms import SCHEME as AWS_KMS_SCHEME
 
 PUBLIC_REKOR_URL = "https://rekor.sigstore.dev"
@@ -95,3 +115,110 @@ def _pem_keys(keys: tuple[LogKey, ...]) -> str:
     return "".join(
         k.key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
         for k in keys)
+
+
+def verifier_from_attestors(attestor_sets: Sequence[Mapping[str, Any]], source: str) -> Verifier:
+    """A verifier that accepts what Kyverno accepts under these ``attestors`` (of a ``verifyImages`` attestation)."""
+    if not attestor_sets:
+        raise SigningError(f"{source}: no attestors")
+    sets = []
+    for index, attestor_set in enumerate(attestor_sets):
+        where = f"{source}: attestors[{index}]"
+        entries = [_entry_verifier(entry, f"{where}.entries[{i}]")
+                   for i, entry in enumerate(attestor_set.get("entries") or ())]
+        if not entries:
+            raise SigningError(f"{where} has no entries")
+        count = attestor_set.get("count") or len(entries)
+        sets.append(_AttestorSet(tuple(entries), int(count), where))
+    return sets[0] if len(sets) == 1 else _AllOf(tuple(sets))
+
+
+@dataclass(frozen=True)
+class _AttestorSet:
+    """Accepts when at least `count` entries do."""
+
+    entries: tuple[Verifier, ...]
+    count: int
+    where: str
+
+    def verify_dsse(
+        self, payload_type: str, payload: bytes, signatures: Sequence[bytes], material: CertificateMaterial | None,
+    ) -> VerifiedSigner:
+        accepted: list[VerifiedSigner] = []
+        refusals = []
+        for entry in self.entries:
+            try:
+                accepted.append(entry.verify_dsse(payload_type, payload, signatures, material))
+            except VerificationError as e:
+                refusals.append(str(e))
+            if len(accepted) >= self.count:
+                return accepted[0]
+        raise VerificationError(f"{self.where}: {len(accepted)} of the {self.count} attestor(s) needed accept it: "
+                                + "; and ".join(refusals))
+
+
+@dataclass(frozen=True)
+class _AllOf:
+    """Accepts when every attestor set does."""
+
+    sets: tuple[Verifier, ...]
+
+    def verify_dsse(
+        self, payload_type: str, payload: bytes, signatures: Sequence[bytes], material: CertificateMaterial | None,
+    ) -> VerifiedSigner:
+        accepted = [s.verify_dsse(payload_type, payload, signatures, material) for s in self.sets]
+        return accepted[0]
+
+
+@dataclass(frozen=True)
+class _Refuse:
+    """An attestor nothing vulnattest writes can satisfy; says why."""
+
+    reason: str
+
+    def verify_dsse(
+        self, payload_type: str, payload: bytes, signatures: Sequence[bytes], material: CertificateMaterial | None,
+    ) -> VerifiedSigner:
+        raise VerificationError(self.reason)
+
+
+def _entry_verifier(entry: Mapping[str, Any], where: str) -> Verifier:
+    if "keys" in entry:
+        keys = entry["keys"]
+        if not (keys.get("rekor") or {}).get("ignoreTlog"):
+            return _Refuse(f"{where} wants a Rekor entry for key signatures, and vulnattest logs none: "
+                           "set rekor.ignoreTlog: true (as `vulnattest policy kyverno` does)")
+        if keys.get("publicKeys"):
+            pems = [f"-----BEGIN PUBLIC KEY-----{block}" for block in
+                    keys["publicKeys"].split("-----BEGIN PUBLIC KEY-----")[1:]]
+            return PublicKeyVerifier([load_public_key(pem.encode(), where) for pem in pems])
+        if keys.get("kms", "").startswith(AWS_KMS_SCHEME):
+            from vulnattest.signing.kms import kms_public_key
+
+            return PublicKeyVerifier([kms_public_key(keys["kms"])])
+        raise SigningError(f"{where}: only publicKeys and awskms:// kms keys are understood")
+    if "keyless" in entry:
+        keyless = entry["keyless"]
+        identity = CertificateIdentity(
+            subject=keyless.get("subject"), subject_regexp=keyless.get("subjectRegExp"),
+            issuer=keyless.get("issuer"), issuer_regexp=keyless.get("issuerRegExp"))
+        rekor, ctlog = keyless.get("rekor") or {}, keyless.get("ctlog") or {}
+        if keyless.get("roots"):
+            trust = TrustMaterial(
+                certificates=tuple(x509.load_pem_x509_certificates(keyless["roots"].encode())),
+                rekor_keys=_log_keys(rekor.get("pubkey")), ctlog_keys=_log_keys(ctlog.get("pubkey")), source=where)
+        else:
+            trust = TrustMaterial.public_good()
+        return CertificateVerifier([identity], trust, require_tlog=not rekor.get("ignoreTlog"),
+                                   require_sct=not ctlog.get("ignoreSCT"))
+    raise SigningError(f"{where}: only keys and keyless attestors are understood, not {sorted(entry)}")
+
+
+def _log_keys(pem: str | None) -> tuple[LogKey, ...]:
+    if not pem:
+        return ()
+    keys = []
+    for block in pem.split("-----BEGIN PUBLIC KEY-----")[1:]:
+        key = serialization.load_pem_public_key(f"-----BEGIN PUBLIC KEY-----{block}".encode())
+        keys.append(LogKey(log_id=log_id_of(key), key=key))  # type: ignore[arg-type]
+    return tuple(keys)

@@ -1,0 +1,53 @@
+"""moto's KMS server, with `Sign` made to follow AWS's documented contract where moto's does not.
+
+AWS KMS ``Sign`` takes ``MessageType=DIGEST`` as an already-computed digest and signs it as given, and refuses ``RAW``
+messages over 4096 bytes. moto 5 hashes a DIGEST message again and accepts RAW messages of any size. Everything else
+(keys, aliases, GetPublicKey, the HTTP protocol boto3 speaks) is moto's own. Run it as a separate process, so the
+session's plain moto server (whose DIGEST behaviour tests/integration/test_kms.py pins) is untouched:
+
+    python -m tests.kms_server PORT
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+from moto.kms.exceptions import ValidationException
+from moto.kms.responses import KmsResponse
+from moto.server import ThreadedMotoServer
+
+RAW_LIMIT = 4096
+_moto_sign = KmsResponse.sign
+
+
+def _sign(self: KmsResponse) -> str:
+    message = self._get_param("Message") or b""
+    message_type = self._get_param("MessageType") or "RAW"
+    if message_type == "RAW":
+        if len(message) > RAW_LIMIT:
+            raise ValidationException(f"Message must be at most {RAW_LIMIT} bytes for MessageType RAW")
+        return _moto_sign(self)
+    if self._get_param("SigningAlgorithm") != "ECDSA_SHA_256" or len(message) != 32:
+        raise ValidationException("this server signs DIGEST messages for ECDSA_SHA_256 (32-byte digests) only")
+    key = self.kms_backend.describe_key(self._get_param("KeyId"))
+    signature = key.private_key.private_key.sign(message, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    return json.dumps({"KeyId": key.arn, "Signature": base64.b64encode(signature).decode(),
+                       "SigningAlgorithm": "ECDSA_SHA_256"})
+
+
+def main(port: int) -> None:
+    """Serve on 127.0.0.1:`port` until killed."""
+    KmsResponse.sign = _sign  # type: ignore[method-assign]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
