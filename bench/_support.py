@@ -12,10 +12,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from deployments.server import LocalPrefectServer
 from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 PREFECT_CHOICE = (
     "Prefect: a LocalPrefectServer (`prefect server start`, SQLite) in its own process, as a one-machine "
@@ -136,34 +140,35 @@ def pid_of(service: LocalPrefectServer | LocalRegistry) -> int:
     return process.pid
 
 
-def count_task_runs(flow_run_id: UUID) -> int:
+def count_task_runs(client: SyncPrefectClient, flow_run_id: UUID) -> int:
     """How many task runs the server has recorded for a flow run."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     total, page = 0, 200
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=flow_filter, limit=page, offset=total)
-            total += len(runs)
-            if len(runs) < page:
-                return total
+    while True:
+        runs = client.read_task_runs(flow_run_filter=flow_filter, limit=page, offset=total)
+        total += len(runs)
+        if len(runs) < page:
+            return total
 
 
 def settled_task_runs(flow_run_id: UUID, timeout: float = 120.0) -> tuple[int, float]:
     """The task-run count once the server has recorded them all (it does so from events, after the flow returns),
     and how long that took; the count stops changing when the backlog is drained."""
+    from prefect.client.orchestration import get_client
+
     started = time.monotonic()
     last, stable_since = -1, started
-    while True:
-        count = count_task_runs(flow_run_id)
-        now = time.monotonic()
-        if count != last:
-            last, stable_since = count, now
-        elif now - stable_since >= 2.0 or now - started > timeout:
-            return count, stable_since - started
-        time.sleep(0.25)
+    with get_client(sync_client=True) as client:
+        while True:
+            count = count_task_runs(client, flow_run_id)
+            now = time.monotonic()
+            if count != last:
+                last, stable_since = count, now
+            elif now - stable_since >= 2.0 or now - started > timeout:
+                return count, stable_since - started
+            time.sleep(0.25)
 
 
 def result_line(name: str, **values: object) -> str:

@@ -134,6 +134,19 @@ class RegistryClient:
         except NotFoundError:
             return None
 
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest a tag points at now (a HEAD request), or None when there is no such tag."""
+        what = f"{self.host}/{repository}:{reference}"
+        try:
+            response = self._request("HEAD", f"/v2/{repository}/manifests/{reference}",
+                                     headers={"Accept": MANIFEST_ACCEPT}, what=what)
+        except NotFoundError:
+            return None
+        digest = response.headers.get("docker-content-digest")
+        if digest:
+            return str(digest)
+        return self.get_manifest(repository, reference).digest  # registries need not send the header
+
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest under a tag or digest and return its digest."""
         self._request(
@@ -164,10 +177,12 @@ class RegistryClient:
             return False
         return True
 
-    def push_blob(self, repository: str, data: bytes) -> str:
-        """Upload a blob unless the repository already has it; return its digest."""
+    def push_blob(self, repository: str, data: bytes, *, new: bool = False) -> str:
+        """Upload a blob unless the repository already has it; return its digest.
+
+        `new` says the blob cannot be there yet (it holds a fresh signature), so the existence check is skipped."""
         digest = sha256_digest(data)
-        if self.has_blob(repository, digest):
+        if not new and self.has_blob(repository, digest):
             return digest
         what = f"{self.host}/{repository} blob upload"
         started = self._request("POST", f"/v2/{repository}/blobs/uploads/", what=what)

@@ -26,8 +26,8 @@ def test_guided_batches_shrink_to_single_items_and_hand_out_everything_once():
     sizes = _sizes(BatchPlan(list(range(200)), workers=4))
     assert sum(sizes) == 200
     assert sizes == sorted(sizes, reverse=True)
-    assert sizes[0] == 25 and sizes[-4:] == [1, 1, 1, 1]
-    assert len(sizes) < 200 // 5  # a few dozen task runs, not one per image
+    assert sizes[0] == 50 and sizes[-3:] == [1, 1, 1]  # a quarter of the fleet each to start, single images to end
+    assert len(sizes) == 16  # not one task run per image
 
 
 def test_batches_stay_within_their_bounds_and_a_fixed_size_is_kept():

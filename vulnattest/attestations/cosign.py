@@ -114,7 +114,7 @@ class CosignAttacher:
         layer = {
             "mediaType": DSSE_LAYER,
             "size": len(envelope_bytes),
-            "digest": client.push_blob(repository, envelope_bytes),
+            "digest": client.push_blob(repository, envelope_bytes, new=True),  # a fresh signature: never there yet
             "annotations": {PREDICATE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: "",
                             **keyless_annotations(envelope.material)},
         }
@@ -123,8 +123,8 @@ class CosignAttacher:
             kept = [a.descriptor for a in existing if not (replace and _same_type(a, predicate_type, image))]
             manifest = _manifest(client, repository, [layer, *kept])
             digest = client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
-            current = client.find_manifest(repository, tag)
-        if current is None or current.digest != digest:
+            current = client.manifest_digest(repository, tag)
+        if current != digest:
             raise TransientRegistryError(
                 f"{image.image.pinned}: {tag} was rewritten by another writer while attaching; retry"
             )
@@ -146,7 +146,7 @@ def _manifest(client: RegistryClient, repository: str, layers: list[dict[str, An
         "os": "", "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
         "config": {},
     }, separators=(",", ":")).encode()
-    config_digest = client.push_blob(repository, config)
+    config_digest = client.push_blob(repository, config, new=True)  # names the new layer: never there yet
     return json.dumps({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from vulnattest.errors import VerificationError
@@ -53,11 +53,11 @@ class Envelope:
 
     def to_json(self) -> bytes:
         """Serialise as cosign does."""
-        return json.dumps({
+        return orjson.dumps({
             "payloadType": self.payload_type,
             "payload": base64.b64encode(self.payload).decode(),
             "signatures": [{"keyid": "", "sig": base64.b64encode(s).decode()} for s in self.signatures],
-        }, separators=(",", ":")).encode()
+        })
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Envelope:
@@ -77,8 +77,8 @@ class Envelope:
         if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
             raise VerificationError(f"{where}: payload type {self.payload_type!r} is not {IN_TOTO_PAYLOAD_TYPE}")
         try:
-            statement = json.loads(self.payload)
-        except ValueError as e:
+            statement = orjson.loads(self.payload)
+        except orjson.JSONDecodeError as e:
             raise VerificationError(f"{where}: payload is not JSON ({e})") from e
         if not isinstance(statement, dict):
             raise VerificationError(f"{where}: payload is not an in-toto statement")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
+
+import orjson
 
 from vulnattest import __version__
 from vulnattest.registry import ResolvedImage
@@ -28,7 +28,6 @@ class Invocation:
 def vuln_statement(report: ScanReport, verified: VerifiedReport, invocation: Invocation) -> bytes:
     """Serialise the statement for `report`, naming the verified stored copy in ``invocation.parameters``."""
     image: ResolvedImage = report.image
-    result: Any = json.loads(report.body)
     predicate = {
         "invocation": {
             "parameters": {
@@ -40,7 +39,7 @@ def vuln_statement(report: ScanReport, verified: VerifiedReport, invocation: Inv
             "event_id": invocation.event_id,
             "builder.id": BUILDER_ID,
         },
-        "scanner": report.scanner.predicate_scanner(result),
+        "scanner": report.scanner.predicate_scanner(report.decoded()),
         "metadata": {"scanStartedOn": rfc3339(report.started), "scanFinishedOn": rfc3339(report.finished)},
     }
     statement = {
@@ -49,4 +48,4 @@ def vuln_statement(report: ScanReport, verified: VerifiedReport, invocation: Inv
         "subject": [{"name": image.image.name, "digest": {"sha256": image.digest.removeprefix("sha256:")}}],
         "predicate": predicate,
     }
-    return json.dumps(statement, separators=(",", ":"), sort_keys=False).encode()
+    return orjson.dumps(statement)

@@ -40,7 +40,9 @@ class LocalRegistry(LocalService):
         config.write_text(
             "version: 0.1\n"
             "log: {level: error, accesslog: {disabled: true}}\n"
-            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, delete: {{enabled: true}}}}\n"
+            # the storage settings of the config Debian's package ships (its blob descriptor cache included)
+            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, delete: {{enabled: true}}, "
+            "cache: {blobdescriptor: inmemory}}\n"
             f"http: {{addr: '{self.host}'}}\n"
         )
         self._launch([self._binary, "serve", str(config)], f"http://{self.host}/v2/", timeout)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal, Protocol
+
+import orjson
 
 from vulnattest.registry import ResolvedImage
 
@@ -66,6 +68,12 @@ class ScanReport:
     finished: datetime
     scanner: ScannerInfo
     findings: tuple[Finding, ...]
+    document: Any = field(default=None, repr=False, compare=False)
+    """The report decoded, when the scanner decoded it already (so it is not decoded again for the statement)."""
+
+    def decoded(self) -> Any:
+        """The report as JSON values."""
+        return self.document if self.document is not None else orjson.loads(self.body)
 
     @cached_property
     def sha256(self) -> str:

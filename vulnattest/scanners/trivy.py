@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vulnattest.errors import ScanError, TransientError
@@ -122,13 +123,13 @@ class TrivyScanner:
             error = TransientScanError if any(h in message.lower() for h in _TRANSIENT_HINTS) else ScanError
             raise error(f"trivy failed scanning {image.scan_ref}: {message}")
         try:
-            decoded = json.loads(done.stdout)
-        except ValueError as e:
+            decoded = orjson.loads(done.stdout)
+        except orjson.JSONDecodeError as e:
             raise ScanError(f"trivy wrote output that is not JSON scanning {image.scan_ref}: {e}") from e
         findings = parse_findings(decoded)
         return ScanReport(
             image=image, body=done.stdout, started=started, finished=finished, scanner=self.info(),
-            findings=findings,
+            findings=findings, document=decoded,
         )
 
     def info(self) -> ScannerInfo:
