@@ -26,10 +26,8 @@ from tasks.freshness import (
     save_alert_state,
     send_alert,
 )
-from tasks.locks import RegistrySlots
 from vulnattest.alerts import AlertChannel, Message, plan_alerts
 from vulnattest.config import DURATION_PATTERN, FleetConfig, parse_duration
-from vulnattest.errors import VulnattestError
 from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown
 from vulnattest.services import Services
 
@@ -86,14 +84,7 @@ def check_freshness(
             reachable = [check for check in checks if check.verdict is None]
             workers = min(config.concurrency, len(reachable))
             plan = BatchPlan(reachable, workers, smallest=CHECKS_PER_TASK[0], largest=CHECKS_PER_TASK[1])
-            try:
-                with RegistrySlots.hold([check.ref for check in reachable], workers) as slots:
-                    run_batches(plan, workers, lambda batch: _check(CheckBatch(batch, slots), checker, services),
-                                "freshness")
-            except VulnattestError as e:  # no registry slots within the wait: the images left say why
-                logger.error("%s", e)
-                for check in reachable:
-                    check.error = check.error or e
+            run_batches(plan, workers, lambda batch: _check(CheckBatch(batch), checker, services), "freshness")
             verdicts = [check.final(checker) for check in checks]
             try:
                 if options.send_alerts:

@@ -20,7 +20,6 @@ from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
 from tasks.attest import step
-from tasks.locks import RegistrySlots
 from tasks.retry import retry_if_transient
 from vulnattest import freshness
 from vulnattest.alerts import (
@@ -74,9 +73,8 @@ class ImageCheck:
 class CheckBatch:
     """The images one task run checks (a plain class, so Prefect does not walk it on every task run)."""
 
-    def __init__(self, checks: Sequence[ImageCheck], slots: RegistrySlots | None = None) -> None:
+    def __init__(self, checks: Sequence[ImageCheck]) -> None:
         self.checks = list(checks)
-        self.slots = slots or RegistrySlots()
 
     def __str__(self) -> str:
         if not self.checks:
@@ -101,8 +99,7 @@ def check_images(batch: CheckBatch, checker: FreshnessChecker, services: Service
             continue
         now = datetime.now(UTC)
         try:
-            with batch.slots.gate(check.ref.registry):
-                check.verdict = checker.check(services.registries.for_image(check.ref), check.ref, now)
+            check.verdict = checker.check(services.registries.for_image(check.ref), check.ref, now)
         except TransientError as e:
             check.error = e
             continue

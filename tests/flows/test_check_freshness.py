@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 
 import flows.check_freshness as check_flow
 from flows.check_freshness import ARTIFACT_KEY, check_freshness
-from tasks.locks import ensure_registry_limits, registry_limit
 from tests.conftest import poll_events
 from tests.integration.test_freshness import MAX_AGE, Attester, WebhookReceiver, flat, push, summary
 from vulnattest.alerts import STATE_KEY, AlertState
@@ -302,29 +301,3 @@ def test_checking_some_images_keeps_the_alert_state_of_the_others(
     assert set(stored.images) == {one, two}
     run(config)
     assert receiver.take() == []  # nobody is told twice
-
-
-def test_checking_holds_slots_of_the_registrys_concurrency_limit(
-    registry: LocalRegistry, attester: Attester, keypair: tuple[Path, Path], tmp_path: Path
-):
-    refs = []
-    for i in range(3):
-        ref, image = push(registry, f"flow-slots-{i}")
-        attester.attach(image, timedelta(minutes=5))
-        refs.append(ref)
-    config = write_config(tmp_path, registry, keypair, refs, alerts=[])
-    limit = registry_limit(registry.host)
-    assert ensure_registry_limits([registry.host], 2) == {registry.host: 2}
-    try:
-        state, verdicts = run(config)
-    finally:
-        with get_client(sync_client=True) as client:
-            client.delete_global_concurrency_limit_by_name(limit)
-
-    assert {v.verdict for v in verdicts.values()} == {Verdict.FRESH}
-    related = EventRelatedFilter(id=[f"prefect.flow-run.{state.state_details.flow_run_id}"])
-    taken = poll_events(EventFilter(event=EventNameFilter(prefix=["prefect.concurrency-limit."]), related=related),
-                        expected=2, timeout=30)
-    # the run held two of the limit's slots (its concurrency is 4, the limit 2) while it checked, then gave them back
-    assert sorted((e.event, e.resource.name, e.resource["slots-acquired"]) for e in taken) == [
-        ("prefect.concurrency-limit.acquired", limit, "2"), ("prefect.concurrency-limit.released", limit, "2")]
