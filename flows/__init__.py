@@ -36,12 +36,15 @@ def key_password(signing: SigningSettings) -> bytes | None:
     from prefect.blocks.system import Secret
 
     try:
-        secret = Secret.load(signing.password_secret)
+        secret: Secret[str] = Secret.load(signing.password_secret, _sync=True)  # type: ignore[call-arg,assignment]
     except ValueError as e:
         raise VulnattestError(
             f"no Prefect Secret block named {signing.password_secret!r} (signing.password_secret): create it in the "
             "Prefect UI under Blocks, or with `Secret(value=...).save(name)`"
         ) from e
-    if not isinstance(secret, Secret):  # not awaited: flows here are synchronous
-        raise VulnattestError(f"loading the Secret block {signing.password_secret!r} did not finish")
-    return str(secret.get()).encode()
+    # the value as stored: Secret.get() would decode JSON-looking text ("1.50" -> 1.5)
+    value = secret.value.get_secret_value()
+    if not isinstance(value, str):
+        raise VulnattestError(f"the Secret block {signing.password_secret!r} holds a {type(value).__name__}, not the "
+                              "key password as text")
+    return value.encode()

@@ -32,9 +32,14 @@ def _sign(self: KmsResponse) -> str:
         if len(message) > RAW_LIMIT:
             raise ValidationException(f"Message must be at most {RAW_LIMIT} bytes for MessageType RAW")
         return _moto_sign(self)
-    if self._get_param("SigningAlgorithm") != "ECDSA_SHA_256" or len(message) != 32:
-        raise ValidationException("this server signs DIGEST messages for ECDSA_SHA_256 (32-byte digests) only")
+    if message_type != "DIGEST":
+        raise ValidationException(f"MessageType must be RAW or DIGEST, not {message_type!r}")
+    self._validate_key_id(self._get_param("KeyId"))
     key = self.kms_backend.describe_key(self._get_param("KeyId"))
+    if (key.key_usage, key.key_spec, self._get_param("SigningAlgorithm"), len(message)) != (
+            "SIGN_VERIFY", "ECC_NIST_P256", "ECDSA_SHA_256", 32):
+        raise ValidationException("this server signs DIGEST messages with ECC_NIST_P256 signing keys, ECDSA_SHA_256 "
+                                  "and 32-byte digests only")
     signature = key.private_key.private_key.sign(message, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
     return json.dumps({"KeyId": key.arn, "Signature": base64.b64encode(signature).decode(),
                        "SigningAlgorithm": "ECDSA_SHA_256"})

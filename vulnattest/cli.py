@@ -144,8 +144,8 @@ def verify(
                                                 "(keys, KMS keys, keyless identities), with its registries and policy",
                                                 exists=True, dir_okay=False)] = None,
     policy: Annotated[Path | None, typer.Option("--policy", "-p", help="trust the signers a Kyverno ClusterPolicy's "
-                                                "attestors accept for IMAGE (what the cluster will admit)",
-                                                exists=True, dir_okay=False)] = None,
+                                                "attestors accept for IMAGE (its age and findings conditions come "
+                                                "from --config or --max-age)", exists=True, dir_okay=False)] = None,
     max_age: Annotated[str | None, typer.Option(help="oldest acceptable scanFinishedOn (default 168h, or the "
                                                 "config's freshness.max_age)")] = None,
     insecure: Annotated[bool, typer.Option(help="speak plain HTTP to the registry")] = False,
@@ -166,13 +166,15 @@ def verify(
         if key is None and config is None and policy is None:
             raise VulnattestError("give the public key to trust (--key vulnattest.pub), a fleet config (--config) "
                                   "or a Kyverno policy (--policy)")
+        if key and policy:
+            raise VulnattestError("give the signers to trust once: --key or --policy, not both")
         fleet = load_config(config) if config else FleetConfig()
         ref = ImageRef.parse(image)
         verifier: Verifier
         if key:
             verifier = PublicKeyVerifier.from_pem_files(key)
         elif policy:
-            verifier = _policy_verifier(policy, image)
+            verifier = _policy_verifier(policy, ref)
         else:
             verifier = verifier_from_settings(fleet.signing)
         limit = parse_duration(max_age) if max_age else fleet.freshness.max_age
@@ -194,7 +196,7 @@ def verify(
     raise typer.Exit(0 if ok else 1 if verdict.digest else 2)
 
 
-def _policy_verifier(path: Path, image: str) -> Verifier:
+def _policy_verifier(path: Path, image: ImageRef) -> Verifier:
     import yaml
 
     from vulnattest.kyverno import policy_verifier

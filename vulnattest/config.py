@@ -185,6 +185,12 @@ class SigningSettings(_Strict):
         False, description="accept keyless attestations without a Rekor entry (private deployments without a log)")
     ignore_sct: bool = Field(False, description="accept certificates without an SCT (private CAs without a CT log)")
 
+    @model_validator(mode="after")
+    def _password_for_key_files(self) -> SigningSettings:
+        if self.password_secret is not None and not isinstance(self.key, Path):
+            raise ValueError("password_secret is the password of a key file; signing.key is not one")
+        return self
+
     def trusted_public_keys(self) -> tuple[Path | str, ...]:
         """The configured public keys; else, when no identities are configured, the signing key's own (the ``.pub``
         beside a key file, or the KMS key). With identities configured, list any keys to keep trusting."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime
@@ -121,23 +121,35 @@ def _none_match(expression: str, message: str) -> dict[str, Any]:
     }
 
 
-def policy_verifier(policy: Mapping[str, Any], image: str, source: str) -> Verifier:
+def policy_verifier(policy: Mapping[str, Any], image: ImageRef, source: str) -> Verifier:
     """What `policy` (a ClusterPolicy) asks of `image`'s vuln attestations' signers, as a verifier.
 
-    Every ``verifyImages`` entry whose ``imageReferences`` match the image, as written or in full, contributes its
-    vuln attestation's attestor sets, and all of them must pass, as in Kyverno.
+    Every ``verifyImages`` entry whose ``imageReferences`` match the image as Kyverno names it (``docker.io/library/
+    nginx:1.27``, or ``…@sha256:…`` when pinned; ``*`` and ``?`` wildcards) and no ``skipImageReferences`` do,
+    contributes its vuln attestation's attestor sets, and all of them must pass, as in Kyverno. Conditions (age,
+    findings) are not read from the policy.
     """
-    names = {image, str(ImageRef.parse(image))}
+    name = kyverno_image_name(image)
     attestor_sets: list[dict[str, Any]] = []
     for rule in (policy.get("spec") or {}).get("rules") or ():
         for verify in rule.get("verifyImages") or ():
-            patterns = verify.get("imageReferences") or ()
-            if not any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in patterns):
+            if not _matches(name, verify.get("imageReferences")) or _matches(name, verify.get("skipImageReferences")):
                 continue
             for attestation in verify.get("attestations") or ():
                 if attestation.get("type") in (VULN_PREDICATE_TYPE, VULN_PREDICATE_TYPE.removeprefix("https://")):
                     attestor_sets.extend(attestation.get("attestors") or ())
     if not attestor_sets:
-        raise VulnattestError(f"{source} asks nothing of {image}'s vuln attestations: no verifyImages entry "
+        raise VulnattestError(f"{source} asks nothing of {name}'s vuln attestations: no verifyImages entry "
                               "with a vuln attestation matches it; regenerate it with `vulnattest policy kyverno`")
     return verifier_from_attestors(attestor_sets, source)
+
+
+def kyverno_image_name(image: ImageRef) -> str:
+    """The name Kyverno matches ``imageReferences`` against: registry and full path, then the digest or the tag."""
+    return f"{image.name}@{image.digest}" if image.digest else f"{image.name}:{image.tag}"
+
+
+def _matches(name: str, patterns: Any) -> bool:
+    """Kyverno's wildcard match: ``*`` any run of characters, ``?`` one, everything else literal."""
+    return any(re.fullmatch(".*".join(".".join(map(re.escape, part.split("?"))) for part in str(p).split("*")), name)
+               for p in patterns or ())

@@ -145,7 +145,8 @@ class RegistryClient:
         digest = response.headers.get("docker-content-digest")
         if digest:
             return str(digest)
-        return self.get_manifest(repository, reference).digest  # registries need not send the header
+        manifest = self.find_manifest(repository, reference)  # registries need not send the header
+        return manifest.digest if manifest else None
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest under a tag or digest and return its digest."""
@@ -177,12 +178,13 @@ class RegistryClient:
             return False
         return True
 
-    def push_blob(self, repository: str, data: bytes, *, new: bool = False) -> str:
+    def push_blob(self, repository: str, data: bytes, *, check_exists: bool = True) -> str:
         """Upload a blob unless the repository already has it; return its digest.
 
-        `new` says the blob cannot be there yet (it holds a fresh signature), so the existence check is skipped."""
+        Callers skip the existence check for blobs that are almost never there (a fresh signature): uploading one
+        again is harmless, a request per upload is not free."""
         digest = sha256_digest(data)
-        if not new and self.has_blob(repository, digest):
+        if check_exists and self.has_blob(repository, digest):
             return digest
         what = f"{self.host}/{repository} blob upload"
         started = self._request("POST", f"/v2/{repository}/blobs/uploads/", what=what)

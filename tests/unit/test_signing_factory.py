@@ -187,11 +187,11 @@ def test_attestors_read_back_as_kyverno_counts_them(tmp_path: Path):
     assert not accepts([{"count": 1, "entries": [first]}, {"count": 1, "entries": [second]}])  # every set must pass
     assert accepts([{"count": 1, "entries": [first]}, {"entries": [first]}])
     # Kyverno looks a key signature up in Rekor unless told not to; vulnattest logs none
-    with pytest.raises(VerificationError, match=r"entries\[0\] wants a Rekor entry .* rekor\.ignoreTlog: true"):
+    with pytest.raises(VerificationError, match=r"entry 1 wants a Rekor entry .* rekor\.ignoreTlog: true"):
         envelope.verify_signer(verifier_from_attestors(
             [{"count": 1, "entries": [_keys_entry(first_pub, ignore_tlog=False)]}], "policy.yaml"))
-    with pytest.raises(SigningError, match=r"policy\.yaml: attestors\[0\]\.entries\[0\]: only keys and keyless"):
-        verifier_from_attestors([{"entries": [{"certificates": {}}]}], "policy.yaml")
+    with pytest.raises(VerificationError, match=r"policy\.yaml: attestor set 1, entry 1: only keys and keyless"):
+        envelope.verify_signer(verifier_from_attestors([{"entries": [{"certificates": {}}]}], "policy.yaml"))
 
 
 def test_the_generated_attestors_accept_what_the_config_accepts(tmp_path: Path):
@@ -207,3 +207,35 @@ def test_the_generated_attestors_accept_what_the_config_accepts(tmp_path: Path):
     only_other = [{"count": 1, "entries": kyverno_attestors(SigningSettings(key=key, public_keys=(other,)))}]
     with pytest.raises(VerificationError):
         envelope.verify_signer(verifier_from_attestors(only_other, "p"))
+
+
+def test_an_attestor_that_cannot_be_checked_refuses_without_sinking_its_set(tmp_path: Path):
+    from vulnattest.signing.kyverno import verifier_from_attestors
+
+    key, public = generate_keypair(tmp_path / "keys")
+    _, other = generate_keypair(tmp_path / "other")
+    envelope = sign_statement(b'{"_type":"https://in-toto.io/Statement/v1"}', KeyFileSigner.from_file(key))
+    unsupported = {"keys": {"kms": "gcpkms://projects/p/keys/k", "rekor": {"ignoreTlog": True}}}
+    malformed = {"keys": {"publicKeys": "not a key", "rekor": {"ignoreTlog": True}}}
+    good = _keys_entry(public)
+    envelope.verify_signer(verifier_from_attestors([{"count": 1, "entries": [unsupported, malformed, good]}], "p"))
+    envelope.verify_signer(verifier_from_attestors([{"count": 2, "entries": [good, _keys_entry(public)]}], "p"))
+    with pytest.raises(VerificationError, match=r"1 of the 2 attestor\(s\) needed .*only publicKeys and awskms"):
+        envelope.verify_signer(verifier_from_attestors([{"count": 2, "entries": [good, unsupported]}], "p"))
+    with pytest.raises(VerificationError, match=r"entry 2: no PEM public key"):
+        envelope.verify_signer(verifier_from_attestors([{"entries": [_keys_entry(other), malformed]}], "p"))
+    with pytest.raises(SigningError, match="a count of at least 1, not 'x'"):
+        verifier_from_attestors([{"count": "x", "entries": [good]}], "p")
+
+
+def test_policy_images_are_matched_as_kyverno_names_them():
+    from vulnattest.images import ImageRef
+    from vulnattest.kyverno import _matches, kyverno_image_name
+
+    assert kyverno_image_name(ImageRef.parse("nginx:1.27")) == "docker.io/library/nginx:1.27"
+    pinned = ImageRef.parse(f"ghcr.io/a/b:1@sha256:{'c' * 64}")
+    assert kyverno_image_name(pinned) == f"ghcr.io/a/b@sha256:{'c' * 64}"  # the digest wins
+    assert _matches("docker.io/library/nginx:1.27", ["docker.io/library/nginx:*"])
+    assert not _matches(f"ghcr.io/a/b@sha256:{'c' * 64}", ["ghcr.io/a/b:*"])
+    assert _matches("ghcr.io/a/b:1", ["ghcr.io/?/b:1"]) and not _matches("ghcrxio/a/b:1", ["ghcr.io/*"])
+    assert not _matches("ghcr.io/a/b:1", ["ghcr.io/[ab]/b:1"])  # no character classes in Kyverno's wildcards

@@ -114,7 +114,7 @@ class CosignAttacher:
         layer = {
             "mediaType": DSSE_LAYER,
             "size": len(envelope_bytes),
-            "digest": client.push_blob(repository, envelope_bytes, new=True),  # a fresh signature: never there yet
+            "digest": client.push_blob(repository, envelope_bytes, check_exists=False),  # a fresh signature
             "annotations": {PREDICATE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: "",
                             **keyless_annotations(envelope.material)},
         }
@@ -146,7 +146,7 @@ def _manifest(client: RegistryClient, repository: str, layers: list[dict[str, An
         "os": "", "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
         "config": {},
     }, separators=(",", ":")).encode()
-    config_digest = client.push_blob(repository, config, new=True)  # names the new layer: never there yet
+    config_digest = client.push_blob(repository, config, check_exists=False)  # names the fresh layer
     return json.dumps({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -160,8 +160,8 @@ class TrustMaterial:
                 certificates += x509.load_pem_x509_certificates(_read(roots))
             except ValueError as e:
                 raise SigningError(f"{roots} holds no PEM certificates: {e}") from e
-        rekor = [*material.rekor_keys, *(_pem_log_key(path) for path in rekor_public_keys)]
-        ctlogs = [*material.ctlog_keys, *(_pem_log_key(path) for path in ctlog_public_keys)]
+        rekor = [*material.rekor_keys, *(load_pem_log_key(_read(path), str(path)) for path in rekor_public_keys)]
+        ctlogs = [*material.ctlog_keys, *(load_pem_log_key(_read(path), str(path)) for path in ctlog_public_keys)]
         sources = [str(p) for p in (trusted_root, roots, *rekor_public_keys, *ctlog_public_keys) if p]
         return cls(tuple(certificates), tuple(rekor), tuple(ctlogs), ", ".join(sources) or "no files")
 
@@ -246,13 +246,14 @@ def _load_der_public_key(der: bytes, key_details: str = "") -> PublicKey:
     return key
 
 
-def _pem_log_key(path: Path) -> LogKey:
+def load_pem_log_key(pem: bytes, source: str) -> LogKey:
+    """A transparency log's PEM public key; `source` names it in errors."""
     try:
-        key = serialization.load_pem_public_key(_read(path))
+        key = serialization.load_pem_public_key(pem)
     except ValueError as e:
-        raise SigningError(f"{path} is not a PEM public key: {e}") from e
+        raise SigningError(f"{source} is not a PEM public key: {e}") from e
     if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
-        raise SigningError(f"{path}: unsupported key type {type(key).__name__}")
+        raise SigningError(f"{source}: unsupported key type {type(key).__name__}")
     return LogKey(log_id=log_id_of(key), key=key)
 
 

@@ -18,6 +18,7 @@ when ``count`` of its entries (all of them when ``count`` is absent) accept the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from vulnattest.signing.certificates import (
     CertificateVerifier,
     LogKey,
     TrustMaterial,
-    log_id_of,
+    load_pem_log_key,
 )
 from vulnattest.signing.interface import (
     CertificateMaterial,
@@ -118,18 +119,22 @@ def _pem_keys(keys: tuple[LogKey, ...]) -> str:
 
 
 def verifier_from_attestors(attestor_sets: Sequence[Mapping[str, Any]], source: str) -> Verifier:
-    """A verifier that accepts what Kyverno accepts under these ``attestors`` (of a ``verifyImages`` attestation)."""
+    """A verifier that accepts what Kyverno accepts under these ``attestors`` (of a ``verifyImages`` attestation).
+
+    An entry that cannot be checked here (another KMS, a malformed key) refuses, saying why, as it would accept
+    nothing vulnattest signs; the set may still pass through its other entries.
+    """
     if not attestor_sets:
         raise SigningError(f"{source}: no attestors")
     sets = []
     for index, attestor_set in enumerate(attestor_sets):
-        where = f"{source}: attestors[{index}]"
-        entries = [_entry_verifier(entry, f"{where}.entries[{i}]")
+        where = f"{source}: attestor set {index + 1}"
+        entries = [_entry_verifier(entry, f"{where}, entry {i + 1}")
                    for i, entry in enumerate(attestor_set.get("entries") or ())]
-        if not entries:
-            raise SigningError(f"{where} has no entries")
         count = attestor_set.get("count") or len(entries)
-        sets.append(_AttestorSet(tuple(entries), int(count), where))
+        if not entries or not isinstance(count, int) or count < 1:
+            raise SigningError(f"{where}: needs entries and a count of at least 1, not {count!r}")
+        sets.append(_AttestorSet(tuple(entries), count, where))
     return sets[0] if len(sets) == 1 else _AllOf(tuple(sets))
 
 
@@ -183,42 +188,56 @@ class _Refuse:
 
 
 def _entry_verifier(entry: Mapping[str, Any], where: str) -> Verifier:
-    if "keys" in entry:
-        keys = entry["keys"]
-        if not (keys.get("rekor") or {}).get("ignoreTlog"):
-            return _Refuse(f"{where} wants a Rekor entry for key signatures, and vulnattest logs none: "
-                           "set rekor.ignoreTlog: true (as `vulnattest policy kyverno` does)")
-        if keys.get("publicKeys"):
-            pems = [f"-----BEGIN PUBLIC KEY-----{block}" for block in
-                    keys["publicKeys"].split("-----BEGIN PUBLIC KEY-----")[1:]]
-            return PublicKeyVerifier([load_public_key(pem.encode(), where) for pem in pems])
-        if keys.get("kms", "").startswith(AWS_KMS_SCHEME):
-            from vulnattest.signing.kms import kms_public_key
-
-            return PublicKeyVerifier([kms_public_key(keys["kms"])])
-        raise SigningError(f"{where}: only publicKeys and awskms:// kms keys are understood")
-    if "keyless" in entry:
-        keyless = entry["keyless"]
-        identity = CertificateIdentity(
-            subject=keyless.get("subject"), subject_regexp=keyless.get("subjectRegExp"),
-            issuer=keyless.get("issuer"), issuer_regexp=keyless.get("issuerRegExp"))
-        rekor, ctlog = keyless.get("rekor") or {}, keyless.get("ctlog") or {}
-        if keyless.get("roots"):
-            trust = TrustMaterial(
-                certificates=tuple(x509.load_pem_x509_certificates(keyless["roots"].encode())),
-                rekor_keys=_log_keys(rekor.get("pubkey")), ctlog_keys=_log_keys(ctlog.get("pubkey")), source=where)
-        else:
-            trust = TrustMaterial.public_good()
-        return CertificateVerifier([identity], trust, require_tlog=not rekor.get("ignoreTlog"),
-                                   require_sct=not ctlog.get("ignoreSCT"))
-    raise SigningError(f"{where}: only keys and keyless attestors are understood, not {sorted(entry)}")
+    try:
+        if "keys" in entry:
+            return _keys_verifier(entry["keys"] or {}, where)
+        if "keyless" in entry:
+            return _keyless_verifier(entry["keyless"] or {}, where)
+        raise SigningError(f"{where}: only keys and keyless attestors are checked here, not {sorted(entry)}")
+    except (SigningError, ValueError) as e:
+        return _Refuse(str(e))
 
 
-def _log_keys(pem: str | None) -> tuple[LogKey, ...]:
-    if not pem:
-        return ()
-    keys = []
-    for block in pem.split("-----BEGIN PUBLIC KEY-----")[1:]:
-        key = serialization.load_pem_public_key(f"-----BEGIN PUBLIC KEY-----{block}".encode())
-        keys.append(LogKey(log_id=log_id_of(key), key=key))  # type: ignore[arg-type]
-    return tuple(keys)
+def _keys_verifier(keys: Mapping[str, Any], where: str) -> Verifier:
+    if not (keys.get("rekor") or {}).get("ignoreTlog"):
+        return _Refuse(f"{where} wants a Rekor entry for key signatures, and vulnattest logs none: "
+                       "set rekor.ignoreTlog: true (as `vulnattest policy kyverno` does)")
+    if keys.get("publicKeys"):
+        return PublicKeyVerifier([load_public_key(pem, where) for pem in _pem_public_keys(keys["publicKeys"], where)])
+    kms = keys.get("kms") or ""
+    if kms.startswith(AWS_KMS_SCHEME):
+        from vulnattest.signing.kms import kms_public_key
+
+        return PublicKeyVerifier([kms_public_key(kms)])
+    raise SigningError(f"{where}: only publicKeys and awskms:// kms keys are checked here")
+
+
+def _keyless_verifier(keyless: Mapping[str, Any], where: str) -> Verifier:
+    identity = CertificateIdentity(
+        subject=keyless.get("subject"), subject_regexp=keyless.get("subjectRegExp"),
+        issuer=keyless.get("issuer"), issuer_regexp=keyless.get("issuerRegExp"))
+    rekor, ctlog = keyless.get("rekor") or {}, keyless.get("ctlog") or {}
+    if keyless.get("roots"):
+        trust = TrustMaterial(
+            certificates=tuple(x509.load_pem_x509_certificates(keyless["roots"].encode())),
+            rekor_keys=_log_keys(rekor.get("pubkey"), where), ctlog_keys=_log_keys(ctlog.get("pubkey"), where),
+            source=where)
+    else:
+        trust = TrustMaterial.public_good()
+    return CertificateVerifier([identity], trust, require_tlog=not rekor.get("ignoreTlog"),
+                               require_sct=not ctlog.get("ignoreSCT"))
+
+
+_PEM_PUBLIC_KEY = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
+
+
+def _pem_public_keys(text: str, where: str) -> list[bytes]:
+    """Each PEM public key in `text` (Kyverno takes several, concatenated)."""
+    pems = _PEM_PUBLIC_KEY.findall(text.encode())
+    if not pems:
+        raise SigningError(f"{where}: no PEM public key (-----BEGIN PUBLIC KEY-----) in it")
+    return pems
+
+
+def _log_keys(text: str | None, where: str) -> tuple[LogKey, ...]:
+    return tuple(load_pem_log_key(pem, where) for pem in (_pem_public_keys(text, where) if text else ()))
