@@ -20,6 +20,7 @@ from vulnattest.images import ImageRef
 from vulnattest.outcomes import ImageOutcome
 
 if TYPE_CHECKING:
+    from vulnattest.kyverno import PolicyRequirements
     from vulnattest.signing.interface import Verifier
 
 app = typer.Typer(
@@ -144,10 +145,10 @@ def verify(
                                                 "(keys, KMS keys, keyless identities), with its registries and policy",
                                                 exists=True, dir_okay=False)] = None,
     policy: Annotated[Path | None, typer.Option("--policy", "-p", help="trust the signers a Kyverno ClusterPolicy's "
-                                                "attestors accept for IMAGE (its age and findings conditions come "
-                                                "from --config or --max-age)", exists=True, dir_okay=False)] = None,
+                                                "attestors accept for IMAGE, and its scan age limit (findings "
+                                                "conditions come from --config)", exists=True, dir_okay=False)] = None,
     max_age: Annotated[str | None, typer.Option(help="oldest acceptable scanFinishedOn (default 168h, or the "
-                                                "config's freshness.max_age)")] = None,
+                                                "policy's limit, or the config's freshness.max_age)")] = None,
     insecure: Annotated[bool, typer.Option(help="speak plain HTTP to the registry")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
@@ -171,13 +172,15 @@ def verify(
         fleet = load_config(config) if config else FleetConfig()
         ref = ImageRef.parse(image)
         verifier: Verifier
+        limit = fleet.freshness.max_age
         if key:
             verifier = PublicKeyVerifier.from_pem_files(key)
         elif policy:
-            verifier = _policy_verifier(policy, ref)
+            required = _policy_requirements(policy, ref)
+            verifier, limit = required.verifier, required.max_age or limit
         else:
             verifier = verifier_from_settings(fleet.signing)
-        limit = parse_duration(max_age) if max_age else fleet.freshness.max_age
+        limit = parse_duration(max_age) if max_age else limit
         checker = FreshnessChecker.from_config(fleet, verifier, str(config or "fleet.yaml")).with_max_age(limit)
         client = RegistryClient(ref.registry, insecure=insecure or ref.registry in fleet.insecure_registries(),
                                 credentials=docker_credentials(ref.registry))
@@ -196,10 +199,10 @@ def verify(
     raise typer.Exit(0 if ok else 1 if verdict.digest else 2)
 
 
-def _policy_verifier(path: Path, image: ImageRef) -> Verifier:
+def _policy_requirements(path: Path, image: ImageRef) -> PolicyRequirements:
     import yaml
 
-    from vulnattest.kyverno import policy_verifier
+    from vulnattest.kyverno import policy_requirements
 
     try:
         document = yaml.safe_load(path.read_text())
@@ -207,7 +210,7 @@ def _policy_verifier(path: Path, image: ImageRef) -> Verifier:
         raise VulnattestError(f"cannot read the Kyverno policy {path}: {e}") from e
     if not isinstance(document, dict) or document.get("kind") not in ("ClusterPolicy", "Policy"):
         raise VulnattestError(f"{path} is not a Kyverno ClusterPolicy; write one with `vulnattest policy kyverno`")
-    return policy_verifier(document, image, str(path))
+    return policy_requirements(document, image, str(path))
 
 
 _VERDICT_STYLES = {"fresh": "green", "expiring": "yellow", "stale": "bold red", "missing": "bold red",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from vulnattest.attestations.statement import VULN_PREDICATE_TYPE
-from vulnattest.config import FleetConfig, format_duration
+from vulnattest.config import FleetConfig, format_duration, parse_duration
 from vulnattest.errors import VulnattestError
 from vulnattest.images import DOCKER_HUB, ImageRef
 from vulnattest.policy import ImagePolicy, policy_for
@@ -121,16 +123,25 @@ def _none_match(expression: str, message: str) -> dict[str, Any]:
     }
 
 
-def policy_verifier(policy: Mapping[str, Any], image: ImageRef, source: str) -> Verifier:
-    """What `policy` (a ClusterPolicy) asks of `image`'s vuln attestations' signers, as a verifier.
+@dataclass(frozen=True)
+class PolicyRequirements:
+    """What a ClusterPolicy asks of one image's vuln attestations: who signs them, and how old their scan may be."""
+
+    verifier: Verifier
+    max_age: timedelta | None
+
+
+def policy_requirements(policy: Mapping[str, Any], image: ImageRef, source: str) -> PolicyRequirements:
+    """Read what `policy` (a ClusterPolicy) asks of `image`'s vuln attestations.
 
     Every ``verifyImages`` entry whose ``imageReferences`` match the image as Kyverno names it (``docker.io/library/
     nginx:1.27``, or ``…@sha256:…`` when pinned; ``*`` and ``?`` wildcards) and no ``skipImageReferences`` do,
-    contributes its vuln attestation's attestor sets, and all of them must pass, as in Kyverno. Conditions (age,
-    findings) are not read from the policy.
+    contributes its vuln attestation's attestor sets, all of which must pass, as in Kyverno, and its
+    ``time_since(…scanFinishedOn…)`` condition (the strictest wins). Conditions on findings are not read.
     """
     name = kyverno_image_name(image)
     attestor_sets: list[dict[str, Any]] = []
+    ages: list[timedelta] = []
     for rule in (policy.get("spec") or {}).get("rules") or ():
         for verify in rule.get("verifyImages") or ():
             if not _matches(name, verify.get("imageReferences")) or _matches(name, verify.get("skipImageReferences")):
@@ -138,10 +149,24 @@ def policy_verifier(policy: Mapping[str, Any], image: ImageRef, source: str) -> 
             for attestation in verify.get("attestations") or ():
                 if attestation.get("type") in (VULN_PREDICATE_TYPE, VULN_PREDICATE_TYPE.removeprefix("https://")):
                     attestor_sets.extend(attestation.get("attestors") or ())
+                    ages.extend(_max_ages(attestation.get("conditions") or ()))
     if not attestor_sets:
         raise VulnattestError(f"{source} asks nothing of {name}'s vuln attestations: no verifyImages entry "
                               "with a vuln attestation matches it; regenerate it with `vulnattest policy kyverno`")
-    return verifier_from_attestors(attestor_sets, source)
+    return PolicyRequirements(verifier_from_attestors(attestor_sets, source), min(ages, default=None))
+
+
+def _max_ages(conditions: Any) -> list[timedelta]:
+    """The ``time_since(…scanFinishedOn…) <= value`` limits among ``all`` / ``any`` condition blocks."""
+    ages = []
+    for block in conditions:
+        for condition in [*(block.get("all") or ()), *(block.get("any") or ())]:
+            key = str(condition.get("key", ""))
+            if ("time_since" in key and "scanFinishedOn" in key
+                    and condition.get("operator") in ("DurationLessThanOrEquals", "DurationLessThan")):
+                with suppress(ValueError):
+                    ages.append(parse_duration(condition.get("value")))
+    return ages
 
 
 def kyverno_image_name(image: ImageRef) -> str:

@@ -134,6 +134,13 @@ def test_refusals_say_which_signer_was_wanted(configs: dict[str, Path], fleet: l
 
     by_key = runner.invoke(app, ["verify", fleet[0], "--policy", str(policy), "--insecure", "--json"])
     assert "does not verify with any trusted public key" in json.loads(by_key.output)["reason"]
+    # the policy's scan age limit applies too: the keyless policy, made to demand a scan younger than a millisecond
+    strict = yaml.safe_load(runner.invoke(app, ["policy", "kyverno", "-c", str(configs["keyless"])]).output)
+    for verify in strict["spec"]["rules"][0]["verifyImages"]:
+        verify["attestations"][0]["conditions"][0]["all"][0]["value"] = "1ms"
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(strict))
+    stale = runner.invoke(app, ["verify", fleet[0], "--policy", str(tmp_path / "strict.yaml"), "--insecure", "--json"])
+    assert (stale.exit_code, json.loads(stale.output)["verdict"]) == (1, "stale")
     other = runner.invoke(app, ["verify", fleet[0], "--config", str(configs["keyless-other-subject"]), "--json"])
     assert "not one of the accepted identities" in json.loads(other.output)["reason"]
 

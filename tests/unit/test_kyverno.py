@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,22 @@ def test_cli_writes_the_policy(config_text: str, tmp_path: Path):
     policy = yaml.safe_load(result.output)
     assert policy["kind"] == "ClusterPolicy"
     assert policy["spec"]["validationFailureAction"] == "Audit"
+
+
+def test_what_the_policy_asks_of_an_image_reads_back(config_text: str, tmp_path: Path):
+    from vulnattest.errors import VulnattestError
+    from vulnattest.images import ImageRef
+    from vulnattest.kyverno import policy_requirements
+
+    policy = cluster_policy(parse_config(config_text), NOW)
+    required = policy_requirements(policy, ImageRef.parse("127.0.0.1:5000/team/app:2"), "policy.yaml")
+    assert required.max_age == timedelta(hours=72)
+    # Kyverno's own name for a Docker Hub image matches the generated patterns, by tag and by digest
+    assert policy_requirements(policy, ImageRef.parse("alpine:3.20"), "p").max_age == timedelta(hours=72)
+    assert policy_requirements(policy, ImageRef.parse(f"alpine@sha256:{'b' * 64}"), "p").max_age is not None
+    stricter = json.loads(json.dumps(policy))
+    stricter["spec"]["rules"][0]["verifyImages"][0]["attestations"][0]["conditions"][0]["all"][0]["value"] = "90m"
+    assert {policy_requirements(stricter, ImageRef.parse(ref), "p").max_age
+            for ref in ("127.0.0.1:5000/team/app:2", "alpine:3.20")} == {timedelta(minutes=90), timedelta(hours=72)}
+    with pytest.raises(VulnattestError, match=r"policy\.yaml asks nothing of ghcr\.io/other/app:1"):
+        policy_requirements(policy, ImageRef.parse("ghcr.io/other/app:1"), "policy.yaml")
