@@ -41,3 +41,17 @@ class LocalPrefectServer(LocalService):
         self._launch([*command, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
                      f"{self.api_url}/health", timeout, env)
         return self
+
+    def stop(self) -> None:
+        """Deliver what this process still queues for the server, then stop it.
+
+        Prefect's events and log workers are per-process singletons that keep the server they first spoke to: left
+        running, they would lose what later runs emit against another server, and stall at exit retrying this one.
+        """
+        if self.process is not None and self.process.poll() is None:
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            EventsWorker.drain_all(timeout=30)
+            APILogWorker.drain_all(timeout=30)
+        super().stop()
