@@ -100,15 +100,25 @@ def sigstore(pki: TestSigstore) -> Iterator[FakeSigstoreServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def crd_schema() -> dict[str, Any]:
-    """Kyverno's ClusterPolicy v1 schema, from the CRD in ../shared (skips where the clone stands alone)."""
-    crd_path = Path(__file__).resolve().parents[2] / "shared" / "kyverno" / "kyverno.io_clusterpolicies.yaml"
-    if not crd_path.exists():
-        pytest.skip(f"Kyverno's CRD is not at {crd_path}")
-    crd = yaml.safe_load(crd_path.read_text())
+KYVERNO_CRD = Path(__file__).resolve().parents[2] / "shared" / "kyverno" / "kyverno.io_clusterpolicies.yaml"
+
+
+def kyverno_crd_schema() -> dict[str, Any] | None:
+    """Kyverno's ClusterPolicy v1 schema, from the CRD in ../shared; None where the clone stands alone."""
+    if not KYVERNO_CRD.exists():
+        return None
+    crd = yaml.safe_load(KYVERNO_CRD.read_text())
     [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     schema: dict[str, Any] = v1["schema"]["openAPIV3Schema"]
+    return schema
+
+
+@pytest.fixture(scope="session")
+def crd_schema() -> dict[str, Any]:
+    """Kyverno's ClusterPolicy v1 schema (skips where the clone stands alone)."""
+    schema = kyverno_crd_schema()
+    if schema is None:
+        pytest.skip(f"Kyverno's CRD is not at {KYVERNO_CRD}")
     return schema
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ConfigWriter
+from tests.conftest import ConfigWriter, kyverno_crd_schema
 from vulnattest.attestations import VULN_PREDICATE_TYPE
 from vulnattest.attestations.cosign import read_attestations
 from vulnattest.cli import app
@@ -99,15 +99,17 @@ def _vuln_layers(registry: LocalRegistry, ref: str) -> int:
 
 
 def test_one_fleet_three_signers_each_accepted_only_by_its_own_config_and_policy(
-    configs: dict[str, Path], fleet: list[str], registry: LocalRegistry, crd_schema: dict[str, Any], tmp_path: Path,
+    configs: dict[str, Path], fleet: list[str], registry: LocalRegistry, tmp_path: Path,
 ):
+    crd_schema = kyverno_crd_schema()  # validated where Kyverno's CRD is at hand; the rest runs everywhere
     runner = CliRunner()
     policies = {}
     for name, config in configs.items():
         policy = tmp_path / f"{name}-policy.yaml"
         result = runner.invoke(app, ["policy", "kyverno", "--config", str(config), "--output", str(policy)])
         assert result.exit_code == 0, result.output
-        jsonschema.validate(yaml.safe_load(policy.read_text()), crd_schema)
+        if crd_schema is not None:
+            jsonschema.validate(yaml.safe_load(policy.read_text()), crd_schema)
         policies[name] = policy
 
     for signer in SIGNERS:
