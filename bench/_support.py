@@ -7,13 +7,17 @@ import resource
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
+
+# the runs still log to the Prefect API as in production; only the console copy would bury the report
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 from deployments.server import LocalPrefectServer
 from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry
@@ -121,6 +125,18 @@ def load_average() -> str:
     """The 1, 5 and 15 minute load averages, as uptime prints them."""
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+@contextmanager
+def workspace(workdir: Path | None, title: str) -> Iterator[Path]:
+    """The benchmark's directory (a temporary one, removed at the end, unless `workdir`), with a ``registry``
+    directory in it, after printing `title` and the machine's state."""
+    with ExitStack() as stack:
+        root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vulnattest-bench-")))
+        (root / "registry").mkdir(parents=True, exist_ok=True)
+        print(f"{title}, {os.cpu_count()} CPUs, load average {load_average()}")
+        print(PREFECT_CHOICE)
+        yield root
 
 
 @contextmanager

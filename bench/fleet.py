@@ -19,7 +19,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,15 +29,11 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# the runs still log to the Prefect API as in production; only the console copy would bury the report
-os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 from _fleet import build_fleet, distro, write_db
-from _support import (
-    PREFECT_CHOICE,
+from _support import (  # sets the benchmarks' Prefect logging default before Prefect loads
     CpuMeter,
     PeakRss,
-    load_average,
     percentile,
     pid_of,
     prefect_server,
@@ -46,6 +41,7 @@ from _support import (
     require_tools,
     result_line,
     settled_task_runs,
+    workspace,
 )
 
 from vulnattest.demo.registry import LocalRegistry
@@ -152,16 +148,16 @@ def main() -> None:
     """Build the fleet, measure (a) and (b) for each round, print the report and the RESULT line."""
     args = arguments()
     require_tools(trivy=True)
-    tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="vulnattest-bench-")
-    root = args.workdir or Path(tmp.name if tmp else ".")
-    root.mkdir(parents=True, exist_ok=True)
-    print(f"fleet benchmark: {args.images} images, concurrency {args.concurrency}, {args.rounds} round(s), "
-          f"{os.cpu_count()} CPUs, load average {load_average()}")
-    print(PREFECT_CHOICE)
+    title = f"fleet benchmark: {args.images} images, concurrency {args.concurrency}, {args.rounds} round(s)"
+    with workspace(args.workdir, title) as root:
+        measure(args, root)
+
+
+def measure(args: argparse.Namespace, root: Path) -> None:
+    """Build the fleet in `root`, measure (a) and (b) for each round, print the report."""
     distros = [distro("alpine"), distro("debian")]
     advisories = write_db(root / "db-template", distros)
     key, _ = generate_keypair(root / "keys")
-    (root / "registry").mkdir(exist_ok=True)
     with LocalRegistry(root / "registry") as registry, prefect_server() as server:
         client = registry.client()
         fleet = build_fleet(client, args.images, distros)
@@ -189,8 +185,6 @@ def main() -> None:
         rss = PeakRss.now()  # before the services stop: the server and registry are infrastructure, not the run
         server_rss = process_peak_rss_mb(pids[1])
     report(args, alone, flows, rss, server_rss)
-    if tmp is not None:
-        tmp.cleanup()
 
 
 def report(args: argparse.Namespace, alone: list[TrivyRun], flows: list[FlowRun], rss: PeakRss,

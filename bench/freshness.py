@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,20 +28,17 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# the runs still log to the Prefect API as in production; only the console copy would bury the report
-os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
-from _support import (
-    PREFECT_CHOICE,
+from _support import (  # sets the benchmarks' Prefect logging default before Prefect loads
     CpuMeter,
     PeakRss,
-    load_average,
     pid_of,
     prefect_server,
     process_peak_rss_mb,
     require_tools,
     result_line,
     settled_task_runs,
+    workspace,
 )
 
 from vulnattest.attestations import VULN_PREDICATE_TYPE, Invocation, sign_statement, vuln_statement
@@ -151,12 +146,12 @@ def main() -> None:
     """Attest the fleet, time the flow (twice) and the sequential loop, print the report and the RESULT line."""
     args = arguments()
     require_tools(trivy=False)
-    tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="vulnattest-bench-")
-    root = args.workdir or Path(tmp.name if tmp else ".")
-    (root / "registry").mkdir(parents=True, exist_ok=True)
-    print(f"freshness benchmark: {args.images} images, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
-          f"load average {load_average()}")
-    print(PREFECT_CHOICE)
+    with workspace(args.workdir, f"freshness benchmark: {args.images} images, concurrency {args.concurrency}") as root:
+        measure(args, root)
+
+
+def measure(args: argparse.Namespace, root: Path) -> None:
+    """Attest the fleet in `root`, time the flow (twice) and the sequential loop, print the report."""
     key, _ = generate_keypair(root / "keys")
     with LocalRegistry(root / "registry") as registry, prefect_server() as server:
         client = registry.client()
@@ -189,8 +184,6 @@ def main() -> None:
     print(result_line("RESULT", images=len(first.verdicts), seconds=first.seconds,
                       images_per_s=len(first.verdicts) / first.seconds,
                       speedup_vs_sequential=loop_seconds / first.seconds, peak_rss_mb=rss.peak_mb))
-    if tmp is not None:
-        tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from vulnattest.registry import ResolvedImage, resolve
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.services import Services
 from vulnattest.storage import StoredObject, VerifiedReport, report_key, verify_stored
+from vulnattest.text import first_and_more
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -147,9 +148,7 @@ class ImageBatch:
         self.slots = slots or RegistrySlots()
 
     def __str__(self) -> str:
-        if not self.runs:
-            return "no image"
-        return f"{self.runs[0]} and {len(self.runs) - 1} more" if len(self.runs) > 1 else str(self.runs[0])
+        return first_and_more(self.runs)
 
     def give_up(self, reason: BaseException) -> None:
         """Record `reason` on every image not attested yet."""

@@ -39,7 +39,7 @@ from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text
 from vulnattest.images import ImageRef
 from vulnattest.services import Services
 from vulnattest.storage import StoredObject
-from vulnattest.text import rfc3339
+from vulnattest.text import first_and_more, rfc3339
 
 EVENT_PREFIX = "vulnattest.image"
 
@@ -77,9 +77,7 @@ class CheckBatch:
         self.checks = list(checks)
 
     def __str__(self) -> str:
-        if not self.checks:
-            return "no image"
-        return f"{self.checks[0]} and {len(self.checks) - 1} more" if len(self.checks) > 1 else str(self.checks[0])
+        return first_and_more(self.checks)
 
 
 class TransientCheckError(TransientError):

@@ -32,7 +32,11 @@ REGISTRY_SLOT_TIMEOUT = timedelta(hours=2)
 
 def shard_limit(key: str) -> str:
     """The name of the global concurrency limit (of one slot) that guards `key`."""
-    return f"{ATTACH_LIMIT_PREFIX}{shard_of(key, SHARDS):02d}"
+    return _attach_limit(shard_of(key, SHARDS))
+
+
+def _attach_limit(shard: int) -> str:
+    return f"{ATTACH_LIMIT_PREFIX}{shard:02d}"
 
 
 def ensure_limits(wanted: Mapping[str, int]) -> dict[str, int]:
@@ -55,7 +59,7 @@ def ensure_limits(wanted: Mapping[str, int]) -> dict[str, int]:
 
 def ensure_attach_limits() -> None:
     """Create the one-slot limits the attach locks use, where they do not exist yet."""
-    ensure_limits({f"{ATTACH_LIMIT_PREFIX}{shard:02d}": 1 for shard in range(SHARDS)})
+    ensure_limits({_attach_limit(shard): 1 for shard in range(SHARDS)})
 
 
 class PrefectAttachLocks:

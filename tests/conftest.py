@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,24 +43,12 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kms_endpoint(s3_endpoint: str) -> Iterator[str]:
-    """A KMS server that signs as AWS does (moto, with DIGEST honoured: see tests/kms_server.py), in its own process."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tests.kms_server", str(port)],
-                              cwd=Path(__file__).resolve().parents[1])
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the KMS test server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(10)
+    """A KMS server that signs as AWS does (moto, with DIGEST honoured: see tests/kms_server.py), in its own process;
+    the fake credentials come with `s3_endpoint`."""
+    from tests.kms_server import KmsTestServer
+
+    with KmsTestServer() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

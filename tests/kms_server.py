@@ -6,6 +6,8 @@ messages over 4096 bytes. moto 5 hashes a DIGEST message again and accepts RAW m
 session's plain moto server (whose DIGEST behaviour tests/integration/test_kms.py pins) is untouched:
 
     python -m tests.kms_server PORT
+
+or, from a test, `with KmsTestServer() as server: … server.url`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import base64
 import json
 import sys
 import time
+from pathlib import Path
+from typing import Self
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from moto.kms.exceptions import ValidationException
 from moto.kms.responses import KmsResponse
 from moto.server import ThreadedMotoServer
+
+from vulnattest.demo.service import LocalService
 
 RAW_LIMIT = 4096
 _moto_sign = KmsResponse.sign
@@ -40,9 +46,23 @@ def _sign(self: KmsResponse) -> str:
             "SIGN_VERIFY", "ECC_NIST_P256", "ECDSA_SHA_256", 32):
         raise ValidationException("this server signs DIGEST messages with ECC_NIST_P256 signing keys, ECDSA_SHA_256 "
                                   "and 32-byte digests only")
-    signature = key.private_key.private_key.sign(message, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    signature = key.private_key.private_key.sign(  # type: ignore[attr-defined]
+        message, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
     return json.dumps({"KeyId": key.arn, "Signature": base64.b64encode(signature).decode(),
                        "SigningAlgorithm": "ECDSA_SHA_256"})
+
+
+class KmsTestServer(LocalService):
+    """This server in its own process on a loopback port."""
+
+    name = "kms-test-server"
+
+    def start(self, timeout: float = 30.0) -> Self:
+        """Start it and wait until it answers."""
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._launch([sys.executable, "-m", "tests.kms_server", str(self.port)], f"{self.url}/moto-api/", timeout,
+                     cwd=Path(__file__).resolve().parents[1])
+        return self
 
 
 def main(port: int) -> None:

@@ -134,20 +134,6 @@ class RegistryClient:
         except NotFoundError:
             return None
 
-    def manifest_digest(self, repository: str, reference: str) -> str | None:
-        """The digest a tag points at now (a HEAD request), or None when there is no such tag."""
-        what = f"{self.host}/{repository}:{reference}"
-        try:
-            response = self._request("HEAD", f"/v2/{repository}/manifests/{reference}",
-                                     headers={"Accept": MANIFEST_ACCEPT}, what=what)
-        except NotFoundError:
-            return None
-        digest = response.headers.get("docker-content-digest")
-        if digest:
-            return str(digest)
-        manifest = self.find_manifest(repository, reference)  # registries need not send the header
-        return manifest.digest if manifest else None
-
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest under a tag or digest and return its digest."""
         self._request(

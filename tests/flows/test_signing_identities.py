@@ -19,14 +19,11 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import ConfigWriter, kyverno_crd_schema
-from vulnattest.attestations import VULN_PREDICATE_TYPE
-from vulnattest.attestations.cosign import read_attestations
+from tests.flows.test_scan_and_attest import _vuln_layers
 from vulnattest.cli import app
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, DEMO_DEBIAN_PACKAGES, alpine_image, debian_image
 from vulnattest.demo.registry import LocalRegistry, push_image
 from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore, identity_token
-from vulnattest.images import ImageRef
-from vulnattest.registry import resolve
 from vulnattest.signing import generate_keypair
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -90,12 +87,6 @@ def configs(
     }
     return {name: config_writer.write(fleet, name=f"{name}.yaml", signing=signing)
             for name, signing in signings.items()}
-
-
-def _vuln_layers(registry: LocalRegistry, ref: str) -> int:
-    client = registry.client()
-    return sum(a.predicate_type == VULN_PREDICATE_TYPE
-               for a in read_attestations(client, resolve(client, ImageRef.parse(ref))))
 
 
 def test_one_fleet_three_signers_each_accepted_only_by_its_own_config_and_policy(

@@ -123,8 +123,8 @@ class CosignAttacher:
             kept = [a.descriptor for a in existing if not (replace and _same_type(a, predicate_type, image))]
             manifest = _manifest(client, repository, [layer, *kept])
             digest = client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
-            current = client.manifest_digest(repository, tag)
-        if current != digest:
+            current = client.find_manifest(repository, tag)
+        if current is None or current.digest != digest:
             raise TransientRegistryError(
                 f"{image.image.pinned}: {tag} was rewritten by another writer while attaching; retry"
             )

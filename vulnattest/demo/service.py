@@ -44,9 +44,9 @@ class LocalService:
         raise NotImplementedError
 
     def _launch(self, command: Sequence[str], health_url: str, timeout: float,
-                env: Mapping[str, str] | None = None) -> None:
+                env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

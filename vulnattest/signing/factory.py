@@ -100,19 +100,29 @@ def verifier_from_settings(settings: SigningSettings) -> Verifier:
 
 
 class AnyVerifier:
-    """Accepts what any of its verifiers accepts (keys during a move to keyless, or several identities)."""
+    """Accepts what any of its verifiers accepts (keys during a move to keyless, or several identities), or, with
+    `count`, what that many of them accept (a Kyverno attestor set); `where` names the set in refusals."""
 
-    def __init__(self, verifiers: Sequence[Verifier]) -> None:
+    def __init__(self, verifiers: Sequence[Verifier], count: int = 1, where: str | None = None) -> None:
         self.verifiers = tuple(verifiers)
+        self.count = count
+        self.where = where
 
     def verify_dsse(
         self, payload_type: str, payload: bytes, signatures: Sequence[bytes], material: CertificateMaterial | None,
     ) -> VerifiedSigner:
-        """The first verifier's acceptance; otherwise every refusal, joined."""
+        """The first acceptance once `count` verifiers accepted; otherwise every refusal, joined."""
+        accepted: list[VerifiedSigner] = []
         reasons = []
         for verifier in self.verifiers:
             try:
-                return verifier.verify_dsse(payload_type, payload, signatures, material)
+                accepted.append(verifier.verify_dsse(payload_type, payload, signatures, material))
             except VerificationError as e:
                 reasons.append(str(e))
-        raise VerificationError("; and ".join(reasons))
+            if len(accepted) >= self.count:
+                return accepted[0]
+        refusals = "; and ".join(reasons)
+        if self.where is None:
+            raise VerificationError(refusals)
+        raise VerificationError(f"{self.where}: {len(accepted)} of the {self.count} attestor(s) needed accept it: "
+                                f"{refusals}")

@@ -36,6 +36,7 @@ from vulnattest.signing.certificates import (
     TrustMaterial,
     load_pem_log_key,
 )
+from vulnattest.signing.factory import AnyVerifier
 from vulnattest.signing.interface import (
     CertificateMaterial,
     PublicKeyVerifier,
@@ -134,32 +135,8 @@ def verifier_from_attestors(attestor_sets: Sequence[Mapping[str, Any]], source: 
         count = attestor_set.get("count") or len(entries)
         if not entries or not isinstance(count, int) or count < 1:
             raise SigningError(f"{where}: needs entries and a count of at least 1, not {count!r}")
-        sets.append(_AttestorSet(tuple(entries), count, where))
+        sets.append(AnyVerifier(entries, count, where))
     return sets[0] if len(sets) == 1 else _AllOf(tuple(sets))
-
-
-@dataclass(frozen=True)
-class _AttestorSet:
-    """Accepts when at least `count` entries do."""
-
-    entries: tuple[Verifier, ...]
-    count: int
-    where: str
-
-    def verify_dsse(
-        self, payload_type: str, payload: bytes, signatures: Sequence[bytes], material: CertificateMaterial | None,
-    ) -> VerifiedSigner:
-        accepted: list[VerifiedSigner] = []
-        refusals = []
-        for entry in self.entries:
-            try:
-                accepted.append(entry.verify_dsse(payload_type, payload, signatures, material))
-            except VerificationError as e:
-                refusals.append(str(e))
-            if len(accepted) >= self.count:
-                return accepted[0]
-        raise VerificationError(f"{self.where}: {len(accepted)} of the {self.count} attestor(s) needed accept it: "
-                                + "; and ".join(refusals))
 
 
 @dataclass(frozen=True)
