@@ -187,6 +187,22 @@ def settled_task_runs(flow_run_id: UUID, timeout: float = 120.0) -> tuple[int, f
             time.sleep(0.25)
 
 
+def recorded_run_seconds(flow_run_id: UUID) -> float:
+    """The flow run's duration as the Prefect server records it and its UI shows it: from Running to its final state.
+
+    A call of the flow in this process takes longer by a fixed amount that does not grow with the fleet: the client
+    engine creates the run first (and imports its API models the first time), and after the final state it joins
+    its heartbeat thread, which sleeps in one-second steps (0-1 s).
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    if run.start_time is None or run.end_time is None:
+        raise RuntimeError(f"flow run {flow_run_id} has no recorded start or end")
+    return float((run.end_time - run.start_time).total_seconds())
+
+
 def result_line(name: str, **values: object) -> str:
     """``RESULT k=v …`` with floats at two decimals."""
     parts = [f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()]

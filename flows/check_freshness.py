@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from prefect.states import Failed
 from pydantic import BaseModel, Field
 
 from flows import fleet_config
-from flows.batching import BatchPlan, run_batches
+from tasks.batching import BatchPlan, run_batches
 from tasks.freshness import (
     CheckBatch,
     ImageCheck,
@@ -35,8 +36,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 ARTIFACT_KEY = "check-freshness"
 CHECKS_PER_TASK = (20, 250)
-"""Smallest and largest batch of images one check task run takes: a check costs milliseconds, a task run ~50 ms
-of Prefect server CPU, so a batch carries at least 20 (small fleets excepted) and at most 250 (a second or two)."""
+"""Fewest and most images one check task run takes: a check costs milliseconds, a task run ~50 ms of Prefect server
+CPU, so a small fleet gets a thread (and a task run) per 20 images at most, and no task run takes more than 250 (a
+second or two)."""
 
 
 class CheckOptions(BaseModel):
@@ -82,9 +84,9 @@ def check_freshness(
                 if (error := down.get(check.ref.registry)) is not None:
                     check.verdict = checker.unreachable(check.ref, error, datetime.now(UTC))
             reachable = [check for check in checks if check.verdict is None]
-            workers = min(config.concurrency, len(reachable))
-            plan = BatchPlan(reachable, workers, smallest=CHECKS_PER_TASK[0], largest=CHECKS_PER_TASK[1])
-            run_batches(plan, workers, lambda batch: _check(CheckBatch(batch), checker, services), "freshness")
+            workers = min(config.concurrency, math.ceil(len(reachable) / CHECKS_PER_TASK[0]))
+            run_batches(BatchPlan(reachable, CHECKS_PER_TASK[1]), workers,
+                        lambda batch: _check(CheckBatch(batch), checker, services), "freshness")
             verdicts = [check.final(checker) for check in checks]
             try:
                 if options.send_alerts:
@@ -149,7 +151,7 @@ def _check(batch: CheckBatch, checker: FreshnessChecker, services: Services) -> 
     try:
         check_images(batch, checker, services)
     except Exception as e:  # noqa: BLE001 - the images carry their own verdicts or errors
-        for check in batch.checks:
+        for check in batch.checks.items:
             if check.verdict is None:
                 check.error = check.error or e
 

@@ -8,8 +8,8 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows import fleet_config, key_password
-from flows.batching import BatchPlan, run_batches
 from tasks.attest import ImageBatch, ImageRun, attest_images
+from tasks.batching import BatchPlan, run_batches
 from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
 from vulnattest.attestations import Invocation
 from vulnattest.attestations.cosign import CosignAttacher
@@ -26,8 +26,8 @@ def scan_and_attest(
 ) -> list[ImageOutcome]:
     """Scan every image of the fleet and attach a fresh signed vuln attestation; fail naming the images that failed.
 
-    Each task run takes a batch of images through every stage (`images_per_task`, or batches that shrink as the
-    fleet runs out when not given); each image's stage timings and outcome are its own. Where a registry has a
+    Each task run takes up to `images_per_task` images (default 50) through every stage, pulling the next from
+    the fleet as it finishes one; each image's stage timings and outcome are its own. Where a registry has a
     ``registry:<host>`` global concurrency limit, the run holds slots of it while it works (see scan-fleet-in-batches).
     """
     logger = get_run_logger()
@@ -43,12 +43,11 @@ def scan_and_attest(
     invocation = Invocation(event_id=str(flow_run.id or ""), uri=str(flow_run.ui_url or ""))
     runs = [ImageRun(ref) for ref in config.image_refs()]
     workers = min(config.concurrency, len(runs))
-    batching = f"{images_per_task} per task run" if images_per_task else "in batches that shrink as the fleet runs out"
-    logger.info("scanning %d image(s), %d at a time, %s", len(runs), workers, batching)
+    plan = BatchPlan(runs, images_per_task)
+    logger.info("scanning %d image(s), %d at a time, up to %d per task run", len(runs), workers, plan.size)
     try:
         with RegistrySlots.hold([run.ref for run in runs], workers) as slots:
-            run_batches(BatchPlan(runs, workers, images_per_task), workers,
-                        lambda batch: _attest(ImageBatch(batch, slots), invocation, services), "image")
+            run_batches(plan, workers, lambda batch: _attest(ImageBatch(batch, slots), invocation, services), "image")
     except VulnattestError as e:  # no registry slots within the wait: every image not attested says why
         logger.error("%s", e)
         ImageBatch(runs).give_up(e)

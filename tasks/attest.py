@@ -12,6 +12,7 @@ from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from tasks.batching import Batch
 from tasks.locks import RegistrySlots
 from tasks.retry import retry_if_transient
 from vulnattest.attestations import VULN_PREDICATE_TYPE, Invocation, sign_statement, vuln_statement
@@ -23,7 +24,6 @@ from vulnattest.registry import ResolvedImage, resolve
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.services import Services
 from vulnattest.storage import StoredObject, VerifiedReport, report_key, verify_stored
-from vulnattest.text import first_and_more
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -137,22 +137,22 @@ def _attach(report: ScanReport, verified: VerifiedReport, invocation: Invocation
 
 
 class ImageBatch:
-    """The images one task run takes through scan-and-attest.
+    """The images one task run takes through scan-and-attest (pulled from the fleet as it goes, see `Batch`).
 
     A plain class, not a dataclass: Prefect walks dataclass and list parameters of every task run looking for
     futures, and a batch holds whole scan reports.
     """
 
-    def __init__(self, runs: Sequence[ImageRun], slots: RegistrySlots | None = None) -> None:
-        self.runs = list(runs)
+    def __init__(self, runs: Batch[ImageRun] | Sequence[ImageRun], slots: RegistrySlots | None = None) -> None:
+        self.runs = runs if isinstance(runs, Batch) else Batch(runs)
         self.slots = slots or RegistrySlots()
 
     def __str__(self) -> str:
-        return first_and_more(self.runs)
+        return str(self.runs)
 
     def give_up(self, reason: BaseException) -> None:
-        """Record `reason` on every image not attested yet."""
-        for run in self.runs:
+        """Record `reason` on every image it holds that is not attested yet."""
+        for run in self.runs.items:
             run.give_up(reason)
 
 
@@ -185,12 +185,13 @@ def attest_images(batch: ImageBatch, invocation: Invocation, services: Services)
         logger.info("attested %s: %s; report %s; layer %s; replaced %d older vuln attestation(s)", run.resolved,
                     " ".join(f"{severity[0]}{n}" for severity, n in run.counts.items()),
                     run.verified.uri if run.verified else "-", attached.layer_digest[:19], attached.replaced)
-    failed = [run for run in batch.runs if run.attached is None]
+    held = batch.runs.items
+    failed = [run for run in held if run.attached is None]
     if not failed:
-        return len(batch.runs)
+        return len(held)
     transient = [run for run in failed if run.pending]
     names = "; ".join(f"{run} at {run.stage}" for run in failed[:3]) + ("; …" if len(failed) > 3 else "")
-    message = f"{len(failed)} of {len(batch.runs)} image(s) not attested ({names})"
+    message = f"{len(failed)} of {len(held)} image(s) not attested ({names})"
     if transient:
         raise TransientBatchError(f"{message}; {len(transient)} may pass on a retry")
     raise BatchFailedError(message)

@@ -20,6 +20,7 @@ from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
 from tasks.attest import step
+from tasks.batching import Batch
 from tasks.retry import retry_if_transient
 from vulnattest import freshness
 from vulnattest.alerts import (
@@ -39,7 +40,7 @@ from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text
 from vulnattest.images import ImageRef
 from vulnattest.services import Services
 from vulnattest.storage import StoredObject
-from vulnattest.text import first_and_more, rfc3339
+from vulnattest.text import rfc3339
 
 EVENT_PREFIX = "vulnattest.image"
 
@@ -71,13 +72,14 @@ class ImageCheck:
 
 
 class CheckBatch:
-    """The images one task run checks (a plain class, so Prefect does not walk it on every task run)."""
+    """The images one task run checks, pulled from the fleet as it goes (see `Batch`); a plain class, so Prefect
+    does not walk it on every task run."""
 
-    def __init__(self, checks: Sequence[ImageCheck]) -> None:
-        self.checks = list(checks)
+    def __init__(self, checks: Batch[ImageCheck] | Sequence[ImageCheck]) -> None:
+        self.checks = checks if isinstance(checks, Batch) else Batch(checks)
 
     def __str__(self) -> str:
-        return first_and_more(self.checks)
+        return str(self.checks)
 
 
 class TransientCheckError(TransientError):
@@ -108,11 +110,11 @@ def check_images(batch: CheckBatch, checker: FreshnessChecker, services: Service
             check.verdict = checker.unreachable(check.ref, e, now, hint="this is a vulnattest bug: report it")
         if not check.verdict.ok:
             logger.info("%s is %s: %s", check.ref, check.verdict.verdict.value, check.verdict.reason)
-    judged = [c.verdict for c in batch.checks if c.verdict is not None]
+    judged = [c.verdict for c in batch.checks.items if c.verdict is not None]
     logger.info("%s", counts_text(judged))
-    failed = [c for c in batch.checks if c.verdict is None]
+    failed = [c for c in batch.checks.items if c.verdict is None]
     if failed:
-        raise TransientCheckError(f"{len(failed)} of {len(batch.checks)} image(s) could not be checked "
+        raise TransientCheckError(f"{len(failed)} of {len(batch.checks.items)} image(s) could not be checked "
                                   f"(first: {failed[0]}: {failed[0].error}); a retry checks only those")
     return len(judged)
 

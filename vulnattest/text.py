@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 
@@ -22,10 +21,3 @@ def short_digest(digest: str | None) -> str:
 def md_cell(text: str) -> str:
     """Text made safe for one markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def first_and_more(items: Sequence[object], none: str = "no image") -> str:
-    """``a``, ``a and 3 more``, or `none`: a batch named in a task run's name."""
-    if not items:
-        return none
-    return f"{items[0]} and {len(items) - 1} more" if len(items) > 1 else str(items[0])

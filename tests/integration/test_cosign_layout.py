@@ -9,17 +9,23 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vulnattest.attestations import VULN_PREDICATE_TYPE, sign_statement
-from vulnattest.attestations.cosign import CosignAttacher, attestation_tag, read_attestations
+from vulnattest.attestations.cosign import (
+    PREDICATE_ANNOTATION,
+    CosignAttacher,
+    attestation_tag,
+    read_attestations,
+)
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, alpine_image
 from vulnattest.demo.registry import LocalRegistry, push_image
 from vulnattest.errors import TransientRegistryError
 from vulnattest.images import ImageRef
 from vulnattest.locks import FileLocks
-from vulnattest.registry import ResolvedImage, resolve
+from vulnattest.registry import RegistryClient, ResolvedImage, resolve
 from vulnattest.signing import KeyFileSigner
 
 SBOM_TYPE = "https://spdx.dev/Document"
@@ -124,3 +130,31 @@ def test_without_a_lock_concurrent_writers_do_lose_attestations(registry: LocalR
     unlocked = [CosignAttacher(lock=lambda _key: contextlib.nullcontext()) for _ in range(6)]
     lost = [len(race_writers(registry, keypair[0], f"layout/unlocked-{n}", unlocked)) < 4 for n in range(5)]
     assert any(lost)
+
+
+def test_replace_judges_layers_by_their_annotation_and_reads_only_unannotated_ones(
+    registry: LocalRegistry, keypair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+):
+    image = _fresh_image(registry, "layout/annotations")
+    _attach(registry, image, keypair[0], SBOM_TYPE, "sbom")
+    _attach(registry, image, keypair[0], VULN_PREDICATE_TYPE, "first")
+    # a vuln layer without its predicateType annotation, as a tool other than cosign might leave it
+    client = registry.client()
+    manifest = client.get_manifest("layout/annotations", attestation_tag(image.digest)).json()
+    del manifest["layers"][0]["annotations"][PREDICATE_ANNOTATION]
+    client.put_manifest("layout/annotations", attestation_tag(image.digest), json.dumps(manifest).encode(),
+                        manifest["mediaType"])
+    fetched: list[str] = []
+    get_blob = RegistryClient.get_blob
+
+    def counting_get_blob(self: RegistryClient, repository: str, digest: str) -> bytes:
+        fetched.append(digest)
+        return get_blob(self, repository, digest)
+
+    monkeypatch.setattr(RegistryClient, "get_blob", counting_get_blob)
+    _attach(registry, image, keypair[0], VULN_PREDICATE_TYPE, "second")
+    assert fetched == [manifest["layers"][0]["digest"]]  # the unannotated layer only, never the SBOM's envelope
+    monkeypatch.undo()
+    layers = read_attestations(registry.client(), image)
+    markers = [json.loads(a.envelope("t").payload)["predicate"]["marker"] for a in layers]
+    assert markers == ["second", "sbom"]  # its statement said vuln: replaced, as cosign replaces it

@@ -5,53 +5,75 @@ from __future__ import annotations
 import importlib
 import inspect
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from flows.batching import MAX_BATCH, BatchPlan, run_batches
 from flows.fleet_batches import plan_batches
+from tasks.batching import MAX_BATCH, Batch, BatchPlan, run_batches
 from vulnattest.images import ImageRef
 
 
-def _sizes(plan: BatchPlan[int]) -> list[int]:
-    sizes = []
-    while (batch := plan.take()) is not None:
-        sizes.append(len(batch))
-    return sizes
+def test_a_batch_pulls_the_next_item_as_it_goes_up_to_its_size():
+    assert str(BatchPlan([0, 1], size=3).batch()) == "0 and up to 1 more"  # no more than the fleet has left
+    plan = BatchPlan(list(range(7)), size=3)
+    first = plan.batch()
+    assert first is not None and first.items == [0] and str(first) == "0 and up to 2 more"
+    second = plan.batch()
+    assert second is not None
+    assert [next(iter(first)), *list(second)] == [0, 1, 2, 3]  # each takes the next one when it asks
+    assert list(first) == [0, 4, 5] and str(first) == "0 and 2 more"
+    assert list(first) == [0, 4, 5]  # a retry walks what it holds, and it is full
+    assert second.items == [1, 2, 3]
+    third = plan.batch()
+    assert third is not None and list(third) == [6] and plan.batch() is None
 
 
-def test_guided_batches_shrink_to_single_items_and_hand_out_everything_once():
-    sizes = _sizes(BatchPlan(list(range(200)), workers=4))
-    assert sum(sizes) == 200
-    assert sizes == sorted(sizes, reverse=True)
-    assert sizes[0] == 50 and sizes[-3:] == [1, 1, 1]  # a quarter of the fleet each to start, single images to end
-    assert len(sizes) == 16  # not one task run per image
-
-
-def test_batches_stay_within_their_bounds_and_a_fixed_size_is_kept():
-    assert max(_sizes(BatchPlan(list(range(10_000)), workers=4))) == MAX_BATCH
-    assert min(_sizes(BatchPlan(list(range(1000)), workers=4, smallest=20, largest=250))[:-1]) == 20
-    assert _sizes(BatchPlan(list(range(7)), workers=4, size=3)) == [3, 3, 1]
-    assert _sizes(BatchPlan([], workers=4)) == []
+def test_batches_default_to_at_most_max_batch_and_refuse_empty_ones():
+    plan = BatchPlan(list(range(10_000)))
+    batch = plan.batch()
+    assert batch is not None and len(list(batch)) == MAX_BATCH
+    assert BatchPlan([]).batch() is None
+    assert str(Batch(["a"])) == "a" and str(Batch(["a", "b"])) == "a and 1 more" and str(Batch([])) == "nothing"
     with pytest.raises(ValueError, match="at least 1"):
-        BatchPlan([1], workers=1, size=0)
+        BatchPlan([1], size=0)
 
 
-def test_run_batches_gives_every_item_to_exactly_one_thread():
+def test_run_batches_gives_every_item_to_exactly_one_thread_and_few_task_runs():
     seen: list[int] = []
     threads: set[str] = set()
+    batches: list[int] = []
     lock = threading.Lock()
 
-    def handle(batch: list[int]) -> None:
-        with lock:
-            seen.extend(batch)
-            threads.add(threading.current_thread().name)
+    def handle(batch: Batch[int]) -> None:
+        for item in batch:
+            with lock:
+                seen.append(item)
+                threads.add(threading.current_thread().name)
+        batches.append(len(batch.items))
 
-    run_batches(BatchPlan(list(range(500)), workers=4), 4, handle, "test")
+    run_batches(BatchPlan(list(range(500)), size=50), 4, handle, "test")
     assert sorted(seen) == list(range(500))
     assert all(name.startswith("test") for name in threads)
+    assert sum(batches) == 500 and max(batches) == 50 and len(batches) <= 10 + 4
+
+
+def test_threads_finish_together_when_items_are_unequal():
+    """A thread that drew slow items is not left with a backlog of them: the others take what is left."""
+    done: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def handle(batch: Batch[float]) -> None:
+        for seconds in batch:
+            time.sleep(seconds)
+            with lock:
+                done[threading.current_thread().name] = done.get(threading.current_thread().name, 0) + 1
+
+    # one slow item among many quick ones, and batches large enough to hold the whole fleet
+    run_batches(BatchPlan([0.5] + [0.005] * 20, size=100), 2, handle, "test")
+    assert sorted(done.values())[0] == 1  # the thread with the slow item took nothing else meanwhile
 
 
 def test_fleet_batches_hold_one_registry_each_in_fleet_order():

@@ -119,8 +119,9 @@ class CosignAttacher:
                             **keyless_annotations(envelope.material)},
         }
         with self.lock(f"{image.image.name}@{image.digest}"):
-            existing = read_attestations(client, image)
-            kept = [a.descriptor for a in existing if not (replace and _same_type(a, predicate_type, image))]
+            found = client.find_manifest(repository, tag)
+            existing: list[dict[str, Any]] = found.json().get("layers", []) if found is not None else []
+            kept = [old for old in existing if not (replace and _same_type(client, image, old, predicate_type))]
             manifest = _manifest(client, repository, [layer, *kept])
             digest = client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
             current = client.find_manifest(repository, tag)
@@ -131,8 +132,20 @@ class CosignAttacher:
         return AttachResult(digest, str(layer["digest"]), len(existing) - len(kept), len(kept))
 
 
-def _same_type(attached: AttachedAttestation, predicate_type: str, image: ResolvedImage) -> bool:
-    where = f"{image.image.pinned} attestation layer {attached.descriptor.get('digest')}"
+def _same_type(client: RegistryClient, image: ResolvedImage, layer: dict[str, Any], predicate_type: str) -> bool:
+    """Whether `layer` holds an attestation of `predicate_type`, as ``--replace`` decides it.
+
+    cosign compares the statement's own predicate type; it also writes that type as the layer's ``predicateType``
+    annotation, so a layer that has the annotation is judged by it, without fetching its envelope (a whole scan
+    report, or an SBOM). Only a DSSE layer without the annotation is read.
+    """
+    if layer.get("mediaType") != DSSE_LAYER:
+        return False
+    annotated = (layer.get("annotations") or {}).get(PREDICATE_ANNOTATION)
+    if annotated:
+        return bool(annotated == predicate_type)
+    attached = AttachedAttestation(layer, client.get_blob(image.image.repository, str(layer["digest"])))
+    where = f"{image.image.pinned} attestation layer {layer.get('digest')}"
     try:
         return attached.statement_predicate_type(where) == predicate_type
     except VerificationError:
