@@ -7,8 +7,9 @@ Builds N distinct images in a throwaway registry (shared Alpine and Debian base 
 packages each, one app layer per image) and an offline Trivy DB with thousands of advisories, then times, in each
 round and each from an empty Trivy layer cache: (a) Trivy alone, the exact command `TrivyScanner.command()` builds,
 on every image at the same parallelism; (b) the scan-and-attest flow on a real Prefect server, as long as the server
-records its run (Running to Completed; the in-process call's fixed extra is printed beside it). Rounds alternate
-which goes first; RESULT takes the median of each. The last line is
+records its run (Running to Completed; the in-process call's fixed extra is printed beside it). Each phase starts on
+a quiet machine (dirty pages written, services idle), rounds alternate which goes first, and RESULT takes the median
+of each. The last line is
 ``RESULT overhead_ratio=<b/a> images_per_min=<n> peak_rss_mb=<n> task_runs_per_image=<n>``.
 No timing is asserted: this is a measurement, run by hand or as a CI smoke.
 """
@@ -40,6 +41,7 @@ from _support import (  # sets the benchmarks' Prefect logging default before Pr
     pid_of,
     prefect_server,
     process_peak_rss_mb,
+    quiesce,
     recorded_run_seconds,
     require_tools,
     result_line,
@@ -191,11 +193,13 @@ def measure(args: argparse.Namespace, root: Path) -> None:
                 flows.append(scan_and_attest_run(config, pids, args.images_per_task))
 
             for step in (measure_a, measure_b) if round_ % 2 else (measure_b, measure_a):
+                quiesce(*pids)
                 step()
             a, b = alone[-1], flows[-1]
             print(f"round {round_}: (a) trivy alone {a.seconds:.1f}s, (b) scan-and-attest {b.seconds:.1f}s "
                   f"({b.state}; the call {b.call_seconds:.1f}s), ratio {b.seconds / a.seconds:.2f} "
-                  f"({b.call_seconds / a.seconds:.2f} by the call)")
+                  f"({b.call_seconds / a.seconds:.2f} by the call); CPU seconds (a) {a.cpu.total:.1f} "
+                  f"(b) {b.cpu.total:.1f}")
         rss = PeakRss.now()  # before the services stop: the server and registry are infrastructure, not the run
         server_rss = process_peak_rss_mb(pids[1])
     report(args, alone, flows, rss, server_rss)

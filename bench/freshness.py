@@ -8,7 +8,7 @@ Attests M tiny distinct images cheaply (statements signed directly with `sign_st
 never seen (every verdict is a change: an event each, the alert state written) and then again (nothing changed,
 the hourly steady state), and a sequential loop of `FreshnessChecker.check` over the same images. A run's time is
 its duration as the server records it (Running to its final state; the in-process call's fixed extra is printed
-beside it). The last line is
+beside it); each starts on a quiet machine. The last line is
 ``RESULT images=<m> seconds=<s> images_per_s=<n> speedup_vs_sequential=<x> peak_rss_mb=<n>`` for the first run.
 No timing is asserted: this is a measurement, run by hand or as a CI smoke.
 """
@@ -37,6 +37,7 @@ from _support import (  # sets the benchmarks' Prefect logging default before Pr
     pid_of,
     prefect_server,
     process_peak_rss_mb,
+    quiesce,
     recorded_run_seconds,
     require_tools,
     result_line,
@@ -172,8 +173,11 @@ def measure(args: argparse.Namespace, root: Path) -> None:
             "concurrency": args.concurrency,
         }))
         pids = (pid_of(registry), pid_of(server))
+        quiesce(*pids)
         first = flow_run(config, pids)
+        quiesce(*pids)
         steady = flow_run(config, pids)
+        quiesce(*pids)
         loop_seconds, loop_verdicts, loop_cpu = sequential(config, pids)
         rss = PeakRss.now()
         server_rss = process_peak_rss_mb(pids[1])
