@@ -15,9 +15,8 @@ from prefect.states import Failed
 from pydantic import BaseModel, Field
 
 from flows import fleet_config
-from tasks.batching import BatchPlan, run_batches
+from tasks.batching import Batch, BatchPlan, run_batches
 from tasks.freshness import (
-    CheckBatch,
     ImageCheck,
     alert_channels,
     check_images,
@@ -86,7 +85,7 @@ def check_freshness(
             reachable = [check for check in checks if check.verdict is None]
             workers = min(config.concurrency, math.ceil(len(reachable) / CHECKS_PER_TASK[0]))
             run_batches(BatchPlan(reachable, CHECKS_PER_TASK[1]), workers,
-                        lambda batch: _check(CheckBatch(batch), checker, services), "freshness")
+                        lambda batch: _check(batch, checker, services), "freshness")
             verdicts = [check.final(checker) for check in checks]
             try:
                 if options.send_alerts:
@@ -146,12 +145,12 @@ def _probe(host: str, services: Services) -> BaseException | None:
     return None
 
 
-def _check(batch: CheckBatch, checker: FreshnessChecker, services: Services) -> None:
+def _check(batch: Batch[ImageCheck], checker: FreshnessChecker, services: Services) -> None:
     """Check one batch; never raises: an image left without a verdict (retries exhausted) is `unreachable`."""
     try:
         check_images(batch, checker, services)
     except Exception as e:  # noqa: BLE001 - the images carry their own verdicts or errors
-        for check in batch.checks.items:
+        for check in batch.items:
             if check.verdict is None:
                 check.error = check.error or e
 

@@ -50,7 +50,8 @@ def scan_and_attest(
             run_batches(plan, workers, lambda batch: _attest(ImageBatch(batch, slots), invocation, services), "image")
     except VulnattestError as e:  # no registry slots within the wait: every image not attested says why
         logger.error("%s", e)
-        ImageBatch(runs).give_up(e)
+        for run in runs:
+            run.give_up(e)
     finally:
         services.close()
         if locks is not None:

@@ -5,7 +5,7 @@ global concurrency limits that keep many workers from overloading one registry."
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from prefect import Task, get_run_logger, task
@@ -143,8 +143,8 @@ class ImageBatch:
     futures, and a batch holds whole scan reports.
     """
 
-    def __init__(self, runs: Batch[ImageRun] | Sequence[ImageRun], slots: RegistrySlots | None = None) -> None:
-        self.runs = runs if isinstance(runs, Batch) else Batch(runs)
+    def __init__(self, runs: Batch[ImageRun], slots: RegistrySlots | None = None) -> None:
+        self.runs = runs
         self.slots = slots or RegistrySlots()
 
     def __str__(self) -> str:

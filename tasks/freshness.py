@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -71,30 +70,19 @@ class ImageCheck:
         return checker.unreachable(self.ref, self.error or VulnattestError("not checked"), datetime.now(UTC))
 
 
-class CheckBatch:
-    """The images one task run checks, pulled from the fleet as it goes (see `Batch`); a plain class, so Prefect
-    does not walk it on every task run."""
-
-    def __init__(self, checks: Batch[ImageCheck] | Sequence[ImageCheck]) -> None:
-        self.checks = checks if isinstance(checks, Batch) else Batch(checks)
-
-    def __str__(self) -> str:
-        return str(self.checks)
-
-
 class TransientCheckError(TransientError):
     """Some images of a batch could not be checked for a reason that may pass; a retry checks only those."""
 
 
 @step("check-images", "check {batch}")
-def check_images(batch: CheckBatch, checker: FreshnessChecker, services: Services) -> int:
+def check_images(batch: Batch[ImageCheck], checker: FreshnessChecker, services: Services) -> int:
     """Read, verify and judge each image's vuln attestations; return how many got a verdict.
 
     A registry failure worth retrying fails the task run, so Prefect retries it, checking only the images that
     failed; any other failure is that image's `unreachable` verdict.
     """
     logger = get_run_logger()
-    for check in batch.checks:
+    for check in batch:
         if check.verdict is not None:
             continue
         now = datetime.now(UTC)
@@ -110,11 +98,11 @@ def check_images(batch: CheckBatch, checker: FreshnessChecker, services: Service
             check.verdict = checker.unreachable(check.ref, e, now, hint="this is a vulnattest bug: report it")
         if not check.verdict.ok:
             logger.info("%s is %s: %s", check.ref, check.verdict.verdict.value, check.verdict.reason)
-    judged = [c.verdict for c in batch.checks.items if c.verdict is not None]
+    judged = [c.verdict for c in batch.items if c.verdict is not None]
     logger.info("%s", counts_text(judged))
-    failed = [c for c in batch.checks.items if c.verdict is None]
+    failed = [c for c in batch.items if c.verdict is None]
     if failed:
-        raise TransientCheckError(f"{len(failed)} of {len(batch.checks.items)} image(s) could not be checked "
+        raise TransientCheckError(f"{len(failed)} of {len(batch.items)} image(s) could not be checked "
                                   f"(first: {failed[0]}: {failed[0].error}); a retry checks only those")
     return len(judged)
 
