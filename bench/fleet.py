@@ -199,8 +199,8 @@ def measure(args: argparse.Namespace, root: Path) -> None:
             a, b = alone[-1], flows[-1]
             print(f"round {round_}: (a) trivy alone {a.seconds:.1f}s, (b) scan-and-attest {b.seconds:.1f}s "
                   f"({b.state}; the call {b.call_seconds:.1f}s), ratio {b.seconds / a.seconds:.2f} "
-                  f"({b.call_seconds / a.seconds:.2f} by the call); CPU seconds (a) {a.cpu.total:.1f} "
-                  f"(b) {b.cpu.total:.1f}")
+                  f"({b.call_seconds / a.seconds:.2f} by the call); CPU seconds (a) {a.cpu.total:.1f}, Trivy's "
+                  f"{a.cpu.children:.1f}, (b) {b.cpu.total:.1f}, Trivy's {b.cpu.children:.1f}")
         rss = PeakRss.now()  # before the services stop: the server and registry are infrastructure, not the run
         server_rss = process_peak_rss_mb(pids[1])
     report(args, alone, flows, rss, server_rss)
