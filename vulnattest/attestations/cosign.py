@@ -95,8 +95,9 @@ class CosignAttacher:
 
     Updating the ``.att`` tag is a read-modify-write and registries offer no compare-and-swap, so writers to one
     digest take `lock` (file locks by default, shared by every process on the host; `tasks.locks` has one shared
-    through the Prefect server for workers on many hosts). A writer that takes no lock (another tool) is caught
-    when it lands between our read and our write, by re-reading the tag after writing.
+    through the Prefect server for workers on many hosts). The tag is read again after writing: a writer that takes
+    no lock (another tool) and wrote over ours, having read the tag before our write, is caught so the attach is
+    retried; one whose write we overwrote can only be caught by that writer reading back its own.
     """
 
     lock: LockFactory = field(default_factory=FileLocks)
