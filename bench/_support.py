@@ -9,11 +9,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 # the runs still log to the Prefect API as in production; only the console copy would bury the report
@@ -187,26 +187,50 @@ def settled_task_runs(flow_run_id: UUID, timeout: float = 120.0) -> tuple[int, f
             time.sleep(0.25)
 
 
-def recorded_run_seconds(flow_run_id: UUID) -> float:
-    """The flow run's duration as the Prefect server records it and its UI shows it: from Running to its final state.
+@dataclass(frozen=True)
+class TimedFlowRun:
+    """One flow run: its duration as the Prefect server records it and its UI shows it (Running to its final
+    state), the in-process call's, its per-image results, its task runs once the server recorded them all, and the
+    CPU it cost (read after that, so it includes the server's work on the run's events).
 
-    A call of the flow in this process takes longer by a fixed amount that does not grow with the fleet: the client
-    engine creates the run first (and imports its API models the first time), and after the final state it joins
-    its heartbeat thread, which sleeps in one-second steps (0-1 s).
+    The call takes longer than the run by a fixed amount that does not grow with the fleet: the client engine
+    creates the run first (and imports its API models the first time), and after the final state it joins its
+    heartbeat thread, which sleeps in one-second steps (0-1 s).
     """
-    from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(flow_run_id)
-    if run.start_time is None or run.end_time is None:
-        raise RuntimeError(f"flow run {flow_run_id} has no recorded start or end")
-    return float((run.end_time - run.start_time).total_seconds())
+    seconds: float
+    call_seconds: float
+    results: list[Any]
+    state: str
+    task_runs: int
+    settle_seconds: float
+    cpu: CpuMeter
+
+    @classmethod
+    def of(cls, call: Callable[[], Any], pids: tuple[int, int]) -> TimedFlowRun:
+        """Run `call` (a flow called with ``return_state=True``) and time it."""
+        from prefect.client.orchestration import get_client
+
+        from flows import results_of
+
+        cpu = CpuMeter.read(*pids)
+        started = time.perf_counter()
+        state = call()
+        call_seconds = time.perf_counter() - started
+        flow_run_id = state.state_details.flow_run_id
+        task_runs, settle = settled_task_runs(flow_run_id)
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+        if run.start_time is None or run.end_time is None:
+            raise RuntimeError(f"flow run {flow_run_id} has no recorded start or end")
+        return cls(float((run.end_time - run.start_time).total_seconds()), call_seconds, results_of(state),
+                   state.name, task_runs, settle, CpuMeter.read(*pids) - cpu)
 
 
 def quiesce(*pids: int, timeout: float = 20.0) -> None:
-    """Let the machine go quiet before the next timed phase, so no phase pays for the one before it: write the page
-    cache's dirty data to disk (else the kernel writes it back ~30 s later, in whichever phase runs then) and wait
-    until `pids` (the registry, the Prefect server finishing a run's events) use under 5% of a core."""
+    """Let the machine go quiet before the next timed phase, so it pays as little as can be for the one before: write
+    the page cache's dirty data to disk and wait until `pids` (the registry, the Prefect server finishing a run's
+    events) use under 5% of a core."""
     os.sync()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -28,7 +28,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -38,21 +37,20 @@ from _fleet import build_fleet, distro, write_db
 from _support import (  # sets the benchmarks' Prefect logging default before Prefect loads
     CpuMeter,
     PeakRss,
+    TimedFlowRun,
     percentile,
     pid_of,
     prefect_server,
     process_peak_rss_mb,
     quiesce,
-    recorded_run_seconds,
     require_tools,
     result_line,
-    settled_task_runs,
     workspace,
 )
 
 from vulnattest.demo.registry import LocalRegistry
 from vulnattest.images import ImageRef
-from vulnattest.outcomes import STAGES, ImageOutcome
+from vulnattest.outcomes import STAGES
 from vulnattest.registry import ResolvedImage
 from vulnattest.scanners.trivy import TrivyScanner
 from vulnattest.signing.keyfile import generate_keypair
@@ -64,19 +62,6 @@ class TrivyRun:
 
     seconds: float
     per_image: list[float]
-    cpu: CpuMeter
-
-
-@dataclass(frozen=True)
-class FlowRun:
-    """(b): the flow run's recorded duration and the in-process call's, its outcomes, and what it cost."""
-
-    seconds: float
-    call_seconds: float
-    outcomes: list[ImageOutcome]
-    state: str
-    task_runs: int
-    settle_seconds: float
     cpu: CpuMeter
 
 
@@ -114,22 +99,12 @@ def trivy_alone(scanner: TrivyScanner, images: list[ResolvedImage], concurrency:
     return TrivyRun(time.perf_counter() - started, per_image, CpuMeter.read(*pids) - cpu)
 
 
-def scan_and_attest_run(config: Path, pids: tuple[int, int], images_per_task: int | None) -> FlowRun:
-    """Run the flow in this process against the server; read its recorded duration, and count its task runs once
-    the server recorded them all (the CPU is read after that, so it includes the server's work on the run's events)."""
-    from flows import results_of
+def scan_and_attest_run(config: Path, pids: tuple[int, int], images_per_task: int | None) -> TimedFlowRun:
+    """Run the flow in this process against the server and time it."""
     from flows.scan_and_attest import scan_and_attest
 
-    cpu = CpuMeter.read(*pids)
-    started = time.perf_counter()
     options = {"images_per_task": images_per_task} if images_per_task else {}
-    state: Any = scan_and_attest(config_path=str(config), return_state=True, **options)
-    call_seconds = time.perf_counter() - started
-    outcomes = results_of(state)
-    flow_run_id = state.state_details.flow_run_id
-    task_runs, settle = settled_task_runs(flow_run_id)
-    return FlowRun(recorded_run_seconds(flow_run_id), call_seconds, outcomes, state.name, task_runs, settle,
-                   CpuMeter.read(*pids) - cpu)
+    return TimedFlowRun.of(lambda: scan_and_attest(config_path=str(config), return_state=True, **options), pids)
 
 
 def fresh_cache(template: Path, root: Path, name: str) -> Path:
@@ -180,7 +155,7 @@ def measure(args: argparse.Namespace, root: Path) -> None:
                                   "application/vnd.oci.image.manifest.v1+json", image.digest) for image in fleet]
         pids = (pid_of(registry), pid_of(server))
         alone: list[TrivyRun] = []
-        flows: list[FlowRun] = []
+        flows: list[TimedFlowRun] = []
         for round_ in range(1, args.rounds + 1):
 
             def measure_a() -> None:
@@ -206,7 +181,7 @@ def measure(args: argparse.Namespace, root: Path) -> None:
     report(args, alone, flows, rss, server_rss)
 
 
-def report(args: argparse.Namespace, alone: list[TrivyRun], flows: list[FlowRun], rss: PeakRss,
+def report(args: argparse.Namespace, alone: list[TrivyRun], flows: list[TimedFlowRun], rss: PeakRss,
            server_rss: float) -> None:
     """Print what was measured, last the RESULT line."""
     a_seconds = statistics.median(a.seconds for a in alone)
@@ -214,36 +189,36 @@ def report(args: argparse.Namespace, alone: list[TrivyRun], flows: list[FlowRun]
     ratio = statistics.median(b.seconds / a.seconds for a, b in zip(alone, flows, strict=True))
     call_ratio = statistics.median(b.call_seconds / a.seconds for a, b in zip(alone, flows, strict=True))
     last = flows[-1]
-    attested = sum(o.ok for o in last.outcomes)
-    failures = Counter(f"{o.failed_stage}: {o.error}" for o in last.outcomes if not o.ok)
+    attested = sum(o.ok for o in last.results)
+    failures = Counter(f"{o.failed_stage}: {o.error}" for o in last.results if not o.ok)
     per_image_a = alone[-1].per_image
     print(f"(a) trivy alone: {a_seconds:.1f}s, {args.images / a_seconds * 60:.0f} images/min; one scan p50 "
           f"{percentile(per_image_a, 50):.2f}s p95 {percentile(per_image_a, 95):.2f}s")
     call_seconds = statistics.median(b.call_seconds for b in flows)
     print(f"(b) scan-and-attest: {b_seconds:.1f}s as the server recorded the run, {args.images / b_seconds * 60:.0f} "
-          f"images/min; {attested} of {len(last.outcomes)} attested ({last.state}); the in-process call took "
+          f"images/min; {attested} of {len(last.results)} attested ({last.state}); the in-process call took "
           f"{call_seconds:.1f}s: Prefect's client engine creates the run before and joins its heartbeat thread "
           "(0-1 s) after")
     print(f"    (medians) ratio of the rounds {ratio:.2f}, by the call {call_ratio:.2f}; ratio of the medians "
           f"{b_seconds / a_seconds:.2f}")
     for failure, n in failures.most_common(5):
         print(f"    {n} failed at {failure}")
-    findings = {kind: [sum(o.counts.values()) for o in last.outcomes if f"/{kind}/" in o.image]
+    findings = {kind: [sum(o.counts.values()) for o in last.results if f"/{kind}/" in o.image]
                 for kind in ("alpine", "debian")}
-    sizes = [Path(o.report_uri.removeprefix("file://")).stat().st_size / 1024 for o in last.outcomes
+    sizes = [Path(o.report_uri.removeprefix("file://")).stat().st_size / 1024 for o in last.results
              if o.report_uri and Path(o.report_uri.removeprefix("file://")).exists()]
     print("    findings per image p50: " + ", ".join(f"{kind} {percentile(v, 50):.0f}" for kind, v in findings.items())
           + f"; Trivy report p50 {percentile(sizes, 50):.0f} KiB, p95 {percentile(sizes, 95):.0f} KiB")
     print(f"    {'stage':<8} {'p50 s':>8} {'p95 s':>8} {'sum s':>8}")
     for stage in STAGES:
-        values = [o.seconds[stage] for o in last.outcomes if stage in o.seconds]
+        values = [o.seconds[stage] for o in last.results if stage in o.seconds]
         print(f"    {stage:<8} {percentile(values, 50):>8.4f} {percentile(values, 95):>8.4f} {sum(values):>8.2f}")
-    per_image = last.task_runs / max(len(last.outcomes), 1)
+    per_image = last.task_runs / max(len(last.results), 1)
     print(f"    task runs: {last.task_runs} ({per_image:.2f} per image), all recorded by the server "
           f"{last.settle_seconds:.1f}s after the flow returned")
     print(f"CPU (a) {alone[-1].cpu.text()}")
     print(f"CPU (b) {last.cpu.text()}")
-    print(f"    the Prefect server spent {last.cpu.server / max(len(last.outcomes), 1) * 1000:.0f} ms of CPU per "
+    print(f"    the Prefect server spent {last.cpu.server / max(len(last.results), 1) * 1000:.0f} ms of CPU per "
           f"image; its peak RSS {server_rss:.0f} MB (shared infrastructure, reported apart)")
     print(f"peak RSS (getrusage, read before the services stopped): this process {rss.self_mb:.0f} MB (the "
           f"flow ran in it), largest child {rss.children_mb:.0f} MB (RUSAGE_CHILDREN: the biggest Trivy process)")

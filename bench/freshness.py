@@ -22,10 +22,8 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -34,14 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _support import (  # sets the benchmarks' Prefect logging default before Prefect loads
     CpuMeter,
     PeakRss,
+    TimedFlowRun,
     pid_of,
     prefect_server,
     process_peak_rss_mb,
     quiesce,
-    recorded_run_seconds,
     require_tools,
     result_line,
-    settled_task_runs,
     workspace,
 )
 
@@ -65,18 +62,6 @@ REPORT = json.dumps({"SchemaVersion": 2, "ArtifactName": "bench", "Results": [{
         {"VulnerabilityID": "CVE-2098-00001", "PkgName": "busybox", "InstalledVersion": "1.36.1-r15",
          "FixedVersion": "1.36.1-r16", "Severity": "HIGH"}]}]}).encode()
 _LAYER = Blob(OCI_LAYER, gzip.compress(layer_tar({"etc/bench": b"bench\n"}), mtime=0))
-
-
-@dataclass(frozen=True)
-class FlowTiming:
-    """One check-freshness run: its recorded duration and the in-process call's, verdicts, task runs, and CPU."""
-
-    seconds: float
-    call_seconds: float
-    verdicts: list[ImageVerdict]
-    state: str
-    task_runs: int
-    cpu: CpuMeter
 
 
 def arguments() -> argparse.Namespace:
@@ -119,20 +104,11 @@ def attest_fleet(client: RegistryClient, host: str, count: int, signer: KeyFileS
         return list(pool.map(one, range(count)))
 
 
-def flow_run(config: Path, pids: tuple[int, int]) -> FlowTiming:
-    """Run check-freshness in this process against the server (CPU read once the server recorded its task runs)."""
-    from flows import results_of
+def flow_run(config: Path, pids: tuple[int, int]) -> TimedFlowRun:
+    """Run check-freshness in this process against the server and time it."""
     from flows.check_freshness import check_freshness
 
-    cpu = CpuMeter.read(*pids)
-    started = time.perf_counter()
-    state: Any = check_freshness(config_path=str(config), return_state=True)
-    call_seconds = time.perf_counter() - started
-    verdicts = results_of(state)
-    flow_run_id = state.state_details.flow_run_id
-    task_runs, _ = settled_task_runs(flow_run_id)
-    return FlowTiming(recorded_run_seconds(flow_run_id), call_seconds, verdicts, state.name, task_runs,
-                      CpuMeter.read(*pids) - cpu)
+    return TimedFlowRun.of(lambda: check_freshness(config_path=str(config), return_state=True), pids)
 
 
 def sequential(config: Path, pids: tuple[int, int]) -> tuple[float, list[ImageVerdict], CpuMeter]:
@@ -182,9 +158,9 @@ def measure(args: argparse.Namespace, root: Path) -> None:
         rss = PeakRss.now()
         server_rss = process_peak_rss_mb(pids[1])
     for name, run in (("first run (every verdict new)", first), ("steady run (nothing changed)", steady)):
-        counts = Counter(v.verdict.value for v in run.verdicts)
+        counts = Counter(v.verdict.value for v in run.results)
         print(f"check-freshness, {name}: {run.seconds:.2f}s as the server recorded the run (the call "
-              f"{run.call_seconds:.2f}s), {len(run.verdicts) / run.seconds:.0f} images/s, "
+              f"{run.call_seconds:.2f}s), {len(run.results) / run.seconds:.0f} images/s, "
               f"{run.state}, {dict(counts)}; {run.task_runs} task runs; CPU {run.cpu.text()}")
     loop_counts = Counter(v.verdict.value for v in loop_verdicts)
     print(f"sequential loop: {loop_seconds:.2f}s, {len(loop_verdicts) / loop_seconds:.0f} images/s, "
@@ -192,8 +168,8 @@ def measure(args: argparse.Namespace, root: Path) -> None:
     print(f"peak RSS (getrusage, read before the services stopped): this process {rss.self_mb:.0f} MB (the flows "
           f"and the loop ran in it), largest child {rss.children_mb:.0f} MB; Prefect server {server_rss:.0f} MB "
           "(shared infrastructure, reported apart)")
-    print(result_line("RESULT", images=len(first.verdicts), seconds=first.seconds,
-                      images_per_s=len(first.verdicts) / first.seconds,
+    print(result_line("RESULT", images=len(first.results), seconds=first.seconds,
+                      images_per_s=len(first.results) / first.seconds,
                       speedup_vs_sequential=loop_seconds / first.seconds, peak_rss_mb=rss.peak_mb))
 
 

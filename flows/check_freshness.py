@@ -34,10 +34,10 @@ from vulnattest.services import Services
 P = ParamSpec("P")
 R = TypeVar("R")
 ARTIFACT_KEY = "check-freshness"
-CHECKS_PER_TASK = (20, 250)
-"""Fewest and most images one check task run takes: a check costs milliseconds, a task run ~50 ms of Prefect server
-CPU, so a small fleet gets a thread (and a task run) per 20 images at most, and no task run takes more than 250 (a
-second or two)."""
+IMAGES_PER_THREAD = 20
+MAX_CHECKS_PER_TASK = 250
+"""A check costs milliseconds, a task run ~50 ms of Prefect server CPU: a small fleet gets a thread (and a task run)
+per `IMAGES_PER_THREAD` images at most, and no task run takes more than `MAX_CHECKS_PER_TASK` (a second or two)."""
 
 
 class CheckOptions(BaseModel):
@@ -83,8 +83,8 @@ def check_freshness(
                 if (error := down.get(check.ref.registry)) is not None:
                     check.verdict = checker.unreachable(check.ref, error, datetime.now(UTC))
             reachable = [check for check in checks if check.verdict is None]
-            workers = min(config.concurrency, math.ceil(len(reachable) / CHECKS_PER_TASK[0]))
-            run_batches(BatchPlan(reachable, CHECKS_PER_TASK[1]), workers,
+            workers = min(config.concurrency, math.ceil(len(reachable) / IMAGES_PER_THREAD))
+            run_batches(BatchPlan(reachable, MAX_CHECKS_PER_TASK), workers,
                         lambda batch: _check(batch, checker, services), "freshness")
             verdicts = [check.final(checker) for check in checks]
             try:

@@ -1,6 +1,5 @@
 """The per-image work of scan-and-attest as a Prefect task: resolve → scan → hash → store → verify → attest for each
-image of a batch, resumed at the stage that failed when Prefect retries a transient failure; and the per-registry
-global concurrency limits that keep many workers from overloading one registry."""
+image of a batch, resumed at the stage that failed when Prefect retries a transient failure."""
 
 from __future__ import annotations
 
@@ -27,7 +26,6 @@ from vulnattest.storage import StoredObject, VerifiedReport, report_key, verify_
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
 
 
 def step(name: str, run_name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
@@ -143,9 +141,9 @@ class ImageBatch:
     futures, and a batch holds whole scan reports.
     """
 
-    def __init__(self, runs: Batch[ImageRun], slots: RegistrySlots | None = None) -> None:
+    def __init__(self, runs: Batch[ImageRun], slots: RegistrySlots) -> None:
         self.runs = runs
-        self.slots = slots or RegistrySlots()
+        self.slots = slots
 
     def __str__(self) -> str:
         return str(self.runs)
