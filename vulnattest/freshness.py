@@ -415,7 +415,7 @@ def probe_registry(client: RegistryClient, timeout: float = 10.0) -> None:
     """
     url = f"{client.base_url}/v2/"
     try:
-        status = httpx.get(url, timeout=timeout).status_code
+        status = client.api_status(timeout)
     except httpx.TransportError as e:
         raise TransientRegistryError(
             f"{client.host}: cannot reach {url} ({type(e).__name__}); check the host, the port and "

@@ -110,6 +110,11 @@ class RegistryClient:
         """Close the connection pool."""
         self._http.close()
 
+    def api_status(self, timeout: float) -> int:
+        """The status ``GET /v2/`` answers without credentials (a registry: 200, or 401 asking for a login);
+        raises httpx.TransportError when nothing answers."""
+        return self._http.get(f"{self.base_url}/v2/", timeout=timeout).status_code
+
     # -- manifests ---------------------------------------------------------------------------------------------
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
