@@ -69,7 +69,7 @@ ImageText = Annotated[str, BeforeValidator(_image_text)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class RegistrySettings(_Strict):
@@ -405,7 +405,9 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
+        # from None: the parser's own message quotes the line, which may hold a webhook token, and Prefect logs
+        # the whole chain of a failed run
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -422,7 +424,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
             if error["type"] == "extra_forbidden":
                 message = "unknown key; see the configuration reference in README.md"
             problems.append(f"{source}:{_line_of(root, loc)}: {field}: {message}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from e
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None  # as above: input values
     return config.resolved_against(base or Path.cwd())
 
 

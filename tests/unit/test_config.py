@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,6 +73,18 @@ def test_errors_name_file_line_field_and_what_is_expected(text: str, expected: s
     with pytest.raises(ConfigError) as caught:
         parse_config(text, source="fleet.yaml")
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("text", [
+    "alerts:\n  - webhook: hooks.example.com/services/T0/B0/s3cr3tT0ken\n",  # no scheme: invalid
+    "alerts:\n  - webhook: https://s3cr3tT0ken@hooks.example.com/x: [\n",  # invalid YAML
+])
+def test_a_config_error_never_carries_the_line_it_rejects(text: str):
+    # a failed flow run's log shows the whole exception chain: none of it may quote a webhook token
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="fleet.yaml")
+    assert "fleet.yaml:" in str(caught.value)
+    assert "s3cr3tT0ken" not in "".join(traceback.format_exception(caught.value))
 
 
 def test_missing_file_is_named(tmp_path: Path):
