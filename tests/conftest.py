@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from botocore.config import Config
 
 from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry, free_port
 from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore
@@ -39,6 +41,19 @@ def s3_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def silent_endpoint() -> Iterator[str]:
+    """An endpoint that takes connections and never answers, as a hung server does (the kernel completes the
+    handshake, nothing reads the request)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as server:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def short_timeouts() -> Config:
+    """A botocore config that gives up on a silent endpoint within a second, without retrying."""
+    return Config(connect_timeout=1, read_timeout=0.5, retries={"total_max_attempts": 1})
 
 
 @pytest.fixture(scope="session")

@@ -65,3 +65,13 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__
     return False
+
+
+def botocore_transient_errors() -> tuple[type[Exception], ...]:
+    """botocore's failures of the connection itself (refused, reset, timed out, cut short): another try may pass.
+
+    Their classes do not share a base short of BotoCoreError, which also covers what retrying cannot fix (no
+    credentials, a bad parameter)."""
+    from botocore.exceptions import ConnectionError, HTTPClientError, IncompleteReadError
+
+    return (ConnectionError, HTTPClientError, IncompleteReadError)

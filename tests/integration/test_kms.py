@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
+from tests.conftest import short_timeouts
 from vulnattest.attestations import sign_statement
 from vulnattest.config import SigningSettings
 from vulnattest.errors import SigningError, TransientError
@@ -117,6 +118,14 @@ def test_a_key_that_cannot_sign_ecdsa_p256_is_refused(kms: Any, s3_endpoint: str
 def test_an_unreachable_kms_is_transient(alias: str):
     with pytest.raises(TransientError, match="cannot connect"):
         AwsKmsSigner.from_uri(alias, endpoint_url="http://127.0.0.1:9", region="us-east-1")
+
+
+def test_a_kms_that_stops_answering_is_worth_a_retry(silent_endpoint: str):
+    client = boto3.client("kms", endpoint_url=silent_endpoint, region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="s", config=short_timeouts())
+    signer = AwsKmsSigner(AwsKmsRef.parse("awskms:///alias/vulnattest"), client)
+    with pytest.raises(TransientError, match=r"awskms:///alias/vulnattest: cannot connect, or no answer \(ReadTimeout"):
+        signer.sign(b"statement")
 
 
 def test_a_kms_that_signs_digests_as_given_serves_messages_of_any_size(kms_endpoint: str):

@@ -9,7 +9,8 @@ import uuid
 import boto3
 import pytest
 
-from vulnattest.errors import StoreError, TamperError
+from tests.conftest import short_timeouts
+from vulnattest.errors import StoreError, TamperError, TransientStoreError
 from vulnattest.storage import ObjectKey, open_store, verify_stored
 from vulnattest.storage.s3 import S3ReportStore
 
@@ -80,3 +81,12 @@ def test_reading_a_missing_object_gives_none(s3_endpoint: str):
     bucket = _bucket(s3_endpoint, versioned=False)
     store = open_store(f"s3://{bucket}", endpoint_url=s3_endpoint, region="us-east-1")
     assert store.get(ObjectKey("nothing.json")) is None
+
+
+def test_a_store_that_stops_answering_is_worth_a_retry(silent_endpoint: str):
+    # a read timeout is botocore's HTTPClientError, not its ConnectionError: both are the connection failing
+    client = boto3.client("s3", endpoint_url=silent_endpoint, region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="s", config=short_timeouts())
+    store = S3ReportStore("reports", "fleet", client)
+    with pytest.raises(TransientStoreError, match=r"cannot read s3://reports/fleet/x\.json: Read timeout"):
+        store.get(ObjectKey("x.json"))

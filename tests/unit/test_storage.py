@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from vulnattest.errors import StoreError, TamperError
+from vulnattest.errors import StoreError, TamperError, is_transient
 from vulnattest.images import ImageRef
 from vulnattest.storage import ObjectKey, open_store, report_key, verify_stored
 from vulnattest.storage.local import LocalReportStore
+from vulnattest.storage.s3 import S3ReportStore
 
 DIGEST = "sha256:" + "c" * 64
 FINISHED = datetime(2026, 11, 28, 1, 23, 45, 678000, tzinfo=UTC)
@@ -78,3 +79,20 @@ def test_a_missing_report_is_an_error(tmp_path: Path):
 def test_unknown_store_schemes_are_refused():
     with pytest.raises(StoreError, match="unsupported store URL"):
         open_store("gs://bucket/x")
+
+
+@pytest.mark.parametrize(("code", "status", "transient", "says"), [
+    ("SlowDown", 503, True, "retry later"),
+    ("RequestTimeTooSkewed", 403, False, "clock is off"),  # a retry would be as skewed
+    ("AccessDenied", 403, False, "credentials may use it"),
+])
+def test_s3_errors_say_whether_a_retry_can_help(code: str, status: int, transient: bool, says: str):
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+    with Stubber(client) as stub:
+        stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(StoreError, match=says) as raised:
+            S3ReportStore("reports", "fleet", client).get(ObjectKey("x.json"))
+    assert is_transient(raised.value) is transient

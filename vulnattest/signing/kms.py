@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from vulnattest.errors import SigningError
+from vulnattest.errors import SigningError, botocore_transient_errors
 from vulnattest.signing.interface import KeySigner, TransientSigningError, TrustedKey, load_public_key
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,6 @@ def kms_public_key(uri: str, *, endpoint_url: str | None = None, region: str | N
 
 def _call(ref: AwsKmsRef, operation: str, call: Any) -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
-    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     try:
         return call()
@@ -159,8 +158,9 @@ def _call(ref: AwsKmsRef, operation: str, call: Any) -> Any:
         if code in ("NotFoundException", "AccessDeniedException", "InvalidKeyUsageException", "DisabledException"):
             message += "; check the key id or alias and that these AWS credentials may use it"
         raise SigningError(message) from e
-    except BotoConnectionError as e:
-        raise TransientSigningError(f"KMS {operation} on {ref.uri}: cannot connect ({type(e).__name__})") from e
+    except botocore_transient_errors() as e:
+        raise TransientSigningError(f"KMS {operation} on {ref.uri}: cannot connect, or no answer ({type(e).__name__}); will retry"
+                                    ) from e
     except BotoCoreError as e:
         raise SigningError(f"KMS {operation} on {ref.uri} failed: {type(e).__name__}; check AWS credentials and "
                            "region (AWS_REGION)") from e

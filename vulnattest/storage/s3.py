@@ -12,13 +12,12 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from vulnattest.errors import StoreError, TransientStoreError
+from vulnattest.errors import StoreError, TransientStoreError, botocore_transient_errors
 from vulnattest.storage.interface import ObjectKey, StoredObject
 
 _THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
-                         "ServiceUnavailable", "RequestTimeTooSkewed"})
+                         "ServiceUnavailable"})
 
 
 @dataclass(frozen=True)
@@ -91,9 +90,14 @@ def _errors(uri: str, action: str) -> Iterator[None]:
             raise _Missing(f"{uri} does not exist") from exc
         if code in _THROTTLING or status >= 500:
             raise TransientStoreError(f"cannot {action} {uri}: {code} ({status}); retry later") from exc
-        hint = "check the bucket exists and the credentials may use it" if status in (403, 404) else "see the code"
+        if code == "RequestTimeTooSkewed":
+            hint = "this machine's clock is off; set it right (NTP)"
+        elif status in (403, 404):
+            hint = "check the bucket exists and the credentials may use it"
+        else:
+            hint = "see the code"
         raise StoreError(f"cannot {action} {uri}: {code}: {error.get('Message', '')}; {hint}") from exc
-    except BotoConnectionError as exc:
-        raise TransientStoreError(f"cannot {action} {uri}: {exc}; check store.endpoint_url") from exc
+    except botocore_transient_errors() as exc:
+        raise TransientStoreError(f"cannot {action} {uri}: {exc}; retry, or check store.endpoint_url") from exc
     except BotoCoreError as exc:
         raise StoreError(f"cannot {action} {uri}: {exc}") from exc
