@@ -24,8 +24,10 @@ from vulnattest.locks import ThreadLocks, shard_of
 
 ATTACH_LIMIT_PREFIX = "vulnattest-attach-"
 SHARDS = 32
-LEASE_SECONDS = 60  # the server's minimum; an attach takes well under a second
-ACQUIRE_TIMEOUT_SECONDS = 120
+# an attach takes well under a second, but holds the lock over six or more registry requests that may each take up
+# to the client's 30 s timeout: the lease outlasts that, so it cannot run out under a slow holder and let in another
+LEASE_SECONDS = 300
+ACQUIRE_TIMEOUT_SECONDS = 360  # past a lease: a crashed holder's slot frees before a waiter gives up
 REGISTRY_LIMIT_PREFIX = "registry:"
 REGISTRY_SLOT_TIMEOUT = timedelta(hours=2)
 
@@ -89,7 +91,7 @@ class PrefectAttachLocks:
             try:
                 yield
             finally:
-                self._client.release_concurrency_slots_with_lease(lease_id)
+                _release(self._client, name, lease_id)
 
 
 def _acquire(client: SyncPrefectClient, name: str) -> UUID:
@@ -109,6 +111,19 @@ def _acquire(client: SyncPrefectClient, name: str) -> UUID:
             if e.response.status_code != 423 or time.monotonic() > deadline:
                 raise TransientError(f"could not take the attach lock {name}: {e.response.status_code}") from e
             time.sleep(min(float(e.response.headers.get("Retry-After", "0.1")), 1.0) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+        except httpx.TransportError as e:
+            raise TransientError(f"could not take the attach lock {name}: the Prefect server did not answer "
+                                 f"({type(e).__name__})") from e
+
+
+def _release(client: SyncPrefectClient, name: str, lease_id: UUID) -> None:
+    """Give the slot back. When the server cannot be told, the lease frees it when it runs out: what was done under
+    the lock (an attestation written and read back) stands, and is not failed for it."""
+    try:
+        client.release_concurrency_slots_with_lease(lease_id)
+    except httpx.HTTPError as e:
+        get_run_logger().warning("could not release the attach lock %s (%s); its lease frees it within %d s", name,
+                                 type(e).__name__, LEASE_SECONDS)
 
 
 # -- per-registry concurrency limits -------------------------------------------------------------------------------

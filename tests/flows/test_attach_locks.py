@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
+from prefect import flow
 
 from tasks.locks import ATTACH_LIMIT_PREFIX, SHARDS, PrefectAttachLocks, ensure_attach_limits, shard_limit
 from tests.integration.test_cosign_layout import race_writers
@@ -29,4 +33,32 @@ def test_keys_spread_over_a_fixed_set_of_limits():
     names = {shard_limit(f"127.0.0.1:5000/app@sha256:{i:064x}") for i in range(500)}
     assert len(names) == SHARDS
     assert all(n.startswith(ATTACH_LIMIT_PREFIX) for n in names)
-    assert shard_limit("a") == shard_limit("a")
+    # every worker must name the same limit for a key: a hash salted per process (Python's hash()) would not
+    other = subprocess.run([sys.executable, "-c", "from tasks.locks import shard_limit; print(shard_limit('a'))"],
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+    assert other.stdout.strip() == shard_limit("a")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_release_the_server_never_hears_of_fails_nothing_done_under_the_lock(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    ensure_attach_limits()
+    locks = PrefectAttachLocks()
+    client = locks._client  # the one client the locks hold: its release fails
+
+    def unreachable(lease_id: object) -> None:
+        raise httpx.ConnectError("connection refused")
+
+    @flow
+    def attach_under_the_lock() -> str:
+        with locks("127.0.0.1:5000/app@sha256:" + "d" * 64):
+            return "attached"
+
+    monkeypatch.setattr(client, "release_concurrency_slots_with_lease", unreachable)
+    try:
+        assert attach_under_the_lock() == "attached"
+    finally:
+        locks.close()
+    assert "could not release the attach lock" in caplog.text
+    assert "its lease frees it within 300 s" in caplog.text
