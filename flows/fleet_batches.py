@@ -24,6 +24,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_DEFAULT_LIMIT
 from prefect.states import Cancelling, Failed
 
 from flows import fleet_config
@@ -181,7 +182,7 @@ def _run_all(batches: list[Batch], in_flight_cap: dict[str, int], config_path: s
             if not running:
                 continue
             time.sleep(poll_seconds)
-            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(running)))):
+            for run in read_flow_runs(client, list(running)):
                 batch = running[run.id]
                 batch.attempts[-1] = run
                 if run.state is None or not run.state.is_final():
@@ -196,6 +197,14 @@ def _run_all(batches: list[Batch], in_flight_cap: dict[str, int], config_path: s
                 log = logger.info if batch.completed else logger.error
                 log("batch %d/%d (%s) %s: %s", batch.index + 1, len(batches), run.name, batch.state_name,
                     batch.summary or run.state.message)
+
+
+def read_flow_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[FlowRun]:
+    """The flow runs of `ids`, however many: the API returns at most PREFECT_API_DEFAULT_LIMIT (200) at once."""
+    page = PREFECT_API_DEFAULT_LIMIT.value()
+    chunks = (ids[start:start + page] for start in range(0, len(ids), page))
+    return [run for chunk in chunks
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=page)]
 
 
 def _submit(batch: Batch, config_path: str | None, deployment: str, total: int) -> FlowRun:

@@ -146,3 +146,19 @@ def test_a_transient_registry_failure_rechecks_only_that_image(
     # probe, load and save the alert state, and one batch of checks, retried once
     batches = [r for r in _task_runs(state, expected=4) if r.name.startswith("check ")]
     assert [(r.name, r.run_count) for r in batches] == [(f"check {refs[0]} and up to 2 more", 2)]
+
+
+def test_the_batch_parent_reads_back_every_run_in_flight_past_one_page_of_the_api():
+    # the API returns at most PREFECT_API_DEFAULT_LIMIT runs at once (200); a page of 5 shows the paging with 12
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_DEFAULT_LIMIT, temporary_settings
+
+    from flows.fleet_batches import read_flow_runs
+
+    @flow
+    def batch() -> None: ...
+
+    with get_client(sync_client=True) as client, temporary_settings({PREFECT_API_DEFAULT_LIMIT: 5}):
+        ids = [client.create_flow_run(batch).id for _ in range(12)]
+        assert {run.id for run in read_flow_runs(client, ids)} == set(ids)
