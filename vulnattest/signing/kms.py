@@ -159,8 +159,9 @@ def _call(ref: AwsKmsRef, operation: str, call: Any) -> Any:
             message += "; check the key id or alias and that these AWS credentials may use it"
         raise SigningError(message) from e
     except botocore_transient_errors() as e:
-        raise TransientSigningError(f"KMS {operation} on {ref.uri}: cannot connect, or no answer ({type(e).__name__}); will retry"
-                                    ) from e
+        raise TransientSigningError(
+            f"KMS {operation} on {ref.uri}: cannot connect, or no answer ({type(e).__name__}); will retry"
+        ) from e
     except BotoCoreError as e:
         raise SigningError(f"KMS {operation} on {ref.uri} failed: {type(e).__name__}; check AWS credentials and "
                            "region (AWS_REGION)") from e
