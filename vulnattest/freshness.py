@@ -333,8 +333,10 @@ class FreshnessChecker:
             message = str(error)
             hint = (f"run `docker login {host}`" if "access denied" in message or "wants a login" in message
                     else f"check that {host} is up and reachable from here")
+        # our errors say what happened; anything else (a bug) is named by its type too
+        reason = str(error) if isinstance(error, VulnattestError) else f"{type(error).__name__}: {error}"
         return ImageVerdict(
-            image=text, verdict=Verdict.UNREACHABLE, reason=str(error) or type(error).__name__,
+            image=text, verdict=Verdict.UNREACHABLE, reason=reason or type(error).__name__,
             action=f"{hint}, then `{self.commands.status(text)}`", checked_at=now, digest=digest,
         )
 
@@ -448,6 +450,9 @@ def check_fleet(
                 return checker.check(registries.for_image(image), image, moment)
             except VulnattestError as e:
                 return checker.unreachable(image, e, moment)
+            except Exception as e:  # a bug checking one image must not hide the others (logged with its traceback)
+                log.exception("checking %s crashed", image)
+                return checker.unreachable(image, e, moment, hint="this is a vulnattest bug: report it")
 
         return list(pool.map(one, images))
 

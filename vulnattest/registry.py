@@ -128,8 +128,8 @@ class RegistryClient:
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"{self.host}/{repository}@{reference}: registry served a manifest hashing to {digest}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
-        if not media_type or media_type == "application/json":
-            media_type = str(json.loads(body).get("mediaType", OCI_MANIFEST))
+        if not media_type or media_type == "application/json":  # the body says (a body that is not JSON: an error)
+            media_type = str(Manifest(digest, media_type, body).json().get("mediaType", OCI_MANIFEST))
         return Manifest(digest=digest, media_type=media_type, body=body)
 
     def find_manifest(self, repository: str, reference: str) -> Manifest | None:

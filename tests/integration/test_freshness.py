@@ -241,6 +241,30 @@ def test_a_closed_port_is_unreachable(checker: FreshnessChecker):
                                   f"`vulnattest status --config fleet.yaml --image {host}/a/b:1`")
 
 
+def test_a_crash_checking_one_image_leaves_the_rest_of_the_fleet_judged(
+    registry: LocalRegistry, attester: Attester, checker: FreshnessChecker, monkeypatch: pytest.MonkeyPatch
+):
+    good, image = push(registry, "crash-good")
+    attester.attach(image, timedelta(hours=1))
+    bad, _ = push(registry, "crash-bad")
+    check = FreshnessChecker.check
+
+    def crash_on_bad(self: FreshnessChecker, client: RegistryClient, ref: ImageRef, now: datetime) -> ImageVerdict:
+        if str(ref) == bad:
+            raise KeyError("digest")  # what a bug, or a registry answer nothing expected, raises
+        return check(self, client, ref, now)
+
+    monkeypatch.setattr(FreshnessChecker, "check", crash_on_bad)
+    registries = Registries(insecure_hosts=frozenset({registry.host}))
+    try:
+        verdicts = check_fleet(checker, registries, [ImageRef.parse(bad), ImageRef.parse(good)])
+    finally:
+        registries.close()
+    assert [v.verdict for v in verdicts] == [Verdict.UNREACHABLE, Verdict.FRESH]
+    assert verdicts[0].reason == "KeyError: 'digest'"
+    assert "this is a vulnattest bug: report it" in verdicts[0].action
+
+
 def test_a_missing_tag_is_unreachable_with_a_hint(registry: LocalRegistry, checker: FreshnessChecker):
     probe_registry(registry.client())  # the registry itself answers
     ref = f"{registry.host}/freshness/never-pushed:1"

@@ -13,11 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vulnattest.attestations import VULN_PREDICATE_TYPE, Envelope, Invocation, sign_statement, vuln_statement
+from vulnattest.attestations.cosign import read_attestations
 from vulnattest.attestations.dsse import pae
 from vulnattest.attestations.statement import rfc3339
 from vulnattest.errors import VerificationError
 from vulnattest.images import ImageRef
-from vulnattest.registry import ResolvedImage
+from vulnattest.registry import OCI_MANIFEST, Manifest, ResolvedImage
 from vulnattest.scanners.interface import Finding, ScannerInfo, ScanReport
 from vulnattest.signing import KeyFileSigner, PublicKeyVerifier, generate_keypair
 from vulnattest.storage import ObjectKey, StoredObject, VerifiedReport
@@ -119,3 +120,26 @@ def test_rfc3339_is_utc_with_z():
     from datetime import timedelta, timezone
 
     assert rfc3339(datetime(2026, 1, 1, 3, 0, tzinfo=timezone(timedelta(hours=2)))) == "2026-01-01T01:00:00Z"
+
+
+class _Served:
+    """A registry client that serves one `.att` manifest (a real registry refuses to store a layer without a
+    digest; others may serve one)."""
+
+    def __init__(self, manifest: dict[str, object]) -> None:
+        self.manifest = manifest
+
+    def find_manifest(self, repository: str, tag: str) -> Manifest:
+        body = json.dumps(self.manifest).encode()
+        return Manifest("sha256:" + "e" * 64, "application/vnd.oci.image.manifest.v1+json", body)
+
+
+@pytest.mark.parametrize(("layers", "says"), [
+    ([{"mediaType": "application/vnd.dsse.envelope.v1+json", "size": 3}], "has a layer without a digest"),
+    (["not a descriptor"], "lists no layer descriptors"),
+])
+def test_a_malformed_attestation_manifest_is_a_clear_error(layers: list[object], says: str):
+    digest = "sha256:" + "a" * 64
+    image = ResolvedImage(ImageRef.parse(f"127.0.0.1:5000/app@{digest}"), digest, OCI_MANIFEST, digest)
+    with pytest.raises(VerificationError, match=f"127.0.0.1:5000/app@{digest}: sha256-{'a' * 64}.att {says}"):
+        read_attestations(_Served({"layers": layers}), image)  # type: ignore[arg-type]

@@ -79,11 +79,18 @@ def read_attestations(client: RegistryClient, image: ResolvedImage) -> list[Atta
     if manifest is None:
         return []
     layers = manifest.json().get("layers", [])
-    return [
-        AttachedAttestation(layer, client.get_blob(image.image.repository, str(layer["digest"])))
-        for layer in layers
-        if layer.get("mediaType") == DSSE_LAYER
-    ]
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} lists no layer descriptors")
+    attestations = []
+    for layer in layers:
+        if layer.get("mediaType") != DSSE_LAYER:
+            continue
+        digest = layer.get("digest")
+        if not isinstance(digest, str):
+            raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} has a layer without a "
+                                    "digest; attest the image again to rewrite it")
+        attestations.append(AttachedAttestation(layer, client.get_blob(image.image.repository, digest)))
+    return attestations
 
 
 LockFactory = Callable[[str], AbstractContextManager[object]]
