@@ -67,5 +67,8 @@ class Services:
         return verifier_from_settings(self.config.signing)
 
     def close(self) -> None:
-        """Close connection pools."""
+        """Close connection pools: the registries', the store's and the signer's."""
         self.registries.close()
+        self.store.close()
+        if self.signer is not None:
+            self.signer.close()

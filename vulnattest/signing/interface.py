@@ -64,6 +64,10 @@ class Signer(Protocol):
         """Sign the DSSE PAE of `payload`; return the signature and any certificate material."""
         ...
 
+    def close(self) -> None:
+        """Release what the signer holds open (a KMS client's connection pool)."""
+        ...
+
 
 @dataclass(frozen=True)
 class VerifiedSigner:
@@ -100,6 +104,9 @@ class KeySigner:
     def sign_dsse(self, payload_type: str, payload: bytes) -> DsseSignature:
         """Sign the PAE of `payload`."""
         return DsseSignature(self.sign(pae(payload_type, payload)))
+
+    def close(self) -> None:
+        """Release what reaching the key holds open; a key in memory holds nothing."""
 
 
 def fingerprint(public_key_der: bytes) -> str:

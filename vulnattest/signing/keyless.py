@@ -103,6 +103,9 @@ class KeylessSigner:
         """``keyless``, with the certificate identity once one was issued."""
         return f"keyless:{self._identity}" if self._identity else "keyless"
 
+    def close(self) -> None:
+        """Nothing to close: sigstore keeps its Fulcio and Rekor sessions per thread, with no way to close them."""
+
     def sign_dsse(self, payload_type: str, payload: bytes) -> DsseSignature:
         """Sign an in-toto statement: Fulcio certifies an ephemeral key, Rekor logs the envelope."""
         if payload_type != IN_TOTO_PAYLOAD_TYPE:

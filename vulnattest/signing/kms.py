@@ -116,6 +116,10 @@ class AwsKmsSigner(KeySigner):
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    def close(self) -> None:
+        """Close the KMS client's connection pool."""
+        self._client.close()
+
     def sign(self, data: bytes) -> bytes:
         """ECDSA P-256 / SHA-256 over `data`: RAW up to 4096 bytes, DIGEST beyond; checked before it is returned."""
         public = self.public_key()

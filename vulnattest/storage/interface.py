@@ -71,3 +71,7 @@ class ReportStore(Protocol):
     def get(self, key: ObjectKey) -> bytes | None:
         """Read the current object under `key`, or None when there is none."""
         ...
+
+    def close(self) -> None:
+        """Release what the store holds open (an S3 client's connection pool)."""
+        ...

@@ -30,6 +30,9 @@ class LocalReportStore:
             raise StoreError(f"object key {key.path!r} escapes the store at {self.root}")
         return path
 
+    def close(self) -> None:
+        """Nothing to release: each read and write opens and closes its file."""
+
     def put(self, key: ObjectKey, body: bytes, sha256: str) -> StoredObject:
         """Write `body` and its sha256 file atomically."""
         path = self._path(key)

@@ -46,6 +46,10 @@ class S3ReportStore:
     def _uri(self, key: ObjectKey) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        self.client.close()
+
     def put(self, key: ObjectKey, body: bytes, sha256: str) -> StoredObject:
         """Upload `body` with its SHA-256 as the S3 checksum and as object metadata."""
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
