@@ -107,7 +107,7 @@ def run(
     config: ConfigOption,
     image: Annotated[list[str] | None, typer.Option("--image", "-i", help="only these images (repeatable)")] = None,
 ) -> None:
-    """Run scan-and-attest once; exit 0 when every image was attested, 1 otherwise.
+    """Run scan-and-attest once; exit 0 when every image was attested, 1 otherwise (2: bad config, key or images).
 
     Uses the Prefect API in PREFECT_API_URL, or a temporary embedded server when it is unset.
     """

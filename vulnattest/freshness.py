@@ -1,9 +1,9 @@
 """Verdicts on each image's vuln attestations, judged the way Kyverno's ``verifyImages`` (``type: Cosign``) admits.
 
-How admission sees an image (``NOTES.md`` §3): cosign verifies every attached attestation and silently drops those
-whose signature, statement or subject digest fail, Kyverno keeps those whose predicate type equals the policy's
-type exactly, and then *every* kept attestation must pass the conditions (``time_since(scanFinishedOn) <= max_age``).
-No attestation left means the Pod is refused. So a stale attestation blocks a Pod even beside a fresh one, while one
+How admission sees an image: cosign verifies every attached attestation and silently drops those whose signature,
+statement or subject digest fail, Kyverno keeps those whose predicate type equals the policy's type exactly, and
+then *every* kept attestation must pass the conditions (``time_since(scanFinishedOn) <= max_age``). No attestation
+left means the Pod is refused. So a stale attestation blocks a Pod even beside a fresh one, while one
 signed by a key nobody trusts any more does not.
 """
 

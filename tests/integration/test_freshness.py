@@ -22,7 +22,7 @@ from vulnattest.alerts import AlertState, WebhookChannel, load_state, plan_alert
 from vulnattest.attestations import VULN_PREDICATE_TYPE, Envelope, Invocation, sign_statement, vuln_statement
 from vulnattest.attestations.cosign import CosignAttacher
 from vulnattest.cli import app
-from vulnattest.config import FleetConfig, PolicySettings
+from vulnattest.config import PolicySettings, load_config
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, alpine_image
 from vulnattest.demo.registry import LocalRegistry, free_port, push_image
 from vulnattest.freshness import (
@@ -499,9 +499,12 @@ def test_many_images_going_stale_together_send_one_digest(
     assert receiver.paths == ["/hooks/T000/s3cr3t"]
 
 
-def test_fleet_config_keys_used_here_parse(registry: LocalRegistry, keypair: tuple[Path, Path], tmp_path: Path):
-    # the config a status run reads is the one a flow run reads: same parser, same defaults
+def test_the_rules_judged_here_are_the_ones_a_fleet_config_gives(
+    registry: LocalRegistry, keypair: tuple[Path, Path], tmp_path: Path
+):
+    # this module judges with MAX_AGE and WARN; a status or flow run judges with what its config file says
     path = fleet_config(tmp_path, registry, keypair, [f"{registry.host}/x:1"],
                         alerts=[{"webhook": "http://127.0.0.1:9/hook"}])
-    config = FleetConfig.model_validate(yaml.safe_load(path.read_text()))
-    assert config.freshness.effective_warn_before() == WARN
+    config = load_config(path)
+    assert (config.freshness.max_age, config.freshness.effective_warn_before()) == (MAX_AGE, WARN)
+    assert [str(r) for r in config.image_refs()] == [f"{registry.host}/x:1"]

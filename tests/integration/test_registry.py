@@ -49,7 +49,16 @@ def test_blobs_round_trip_and_are_checked(registry: LocalRegistry):
     digest = client.push_blob("session/blobs", b"some bytes")
     assert client.has_blob("session/blobs", digest)
     assert client.get_blob("session/blobs", digest) == b"some bytes"
-    assert client.push_blob("session/blobs", b"some bytes") == digest  # already there: no second upload
+    sent: list[str] = []
+    client._http.event_hooks["request"].append(lambda request: sent.append(request.method))
+    assert client.push_blob("session/blobs", b"some bytes") == digest
+    assert sent == ["HEAD"]  # already there: no second upload
+    # a registry that serves other bytes than the digest names (its storage altered, same length) is caught
+    hex_digest = digest.removeprefix("sha256:")
+    blob = registry.root / "data/docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
+    blob.write_bytes(b"some bytez")
+    with pytest.raises(RegistryError, match=f"session/blobs: blob {digest} does not match its digest"):
+        client.get_blob("session/blobs", digest)
 
 
 def test_an_unreachable_registry_is_a_transient_error_with_a_hint():
