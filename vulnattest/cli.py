@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -297,30 +298,41 @@ def _print_verdicts(verdicts: list[Any], show_all: bool) -> None:
 @app.command()
 def serve(
     config: ConfigOption,
-    ui: Annotated[bool, typer.Option(help="also start a local Prefect server with its UI")] = False,
-    port: Annotated[int, typer.Option(help="port of the local Prefect server started by --ui")] = 4200,
+    ui: Annotated[bool, typer.Option(help="start a local Prefect server with its UI (done anyway when "
+                                          "PREFECT_API_URL is unset)")] = False,
+    port: Annotated[int, typer.Option(help="port of the local Prefect server")] = 4200,
     scan_cron: Annotated[str, typer.Option(help="cron (UTC) of scan-and-attest")] = "23 1 * * *",
     check_cron: Annotated[str, typer.Option(help="cron (UTC) of check-freshness")] = "7 * * * *",
 ) -> None:
     """Serve the scan-and-attest and check-freshness deployments, on their schedules, until interrupted.
 
-    Runs against the Prefect API in PREFECT_API_URL (or an embedded server); with --ui, against a local server
-    whose UI shows both deployments, their schedules, and a form to run them by hand.
+    Runs against the Prefect API in PREFECT_API_URL. When it is unset (or with --ui), starts a local Prefect server
+    first, its database in PREFECT_HOME, whose UI shows both deployments, their schedules, and a form to run them
+    by hand: Prefect's embedded server runs no scheduler, so on it nothing would ever run.
     """
     from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 
     from deployments.serve import fleet_deployments
 
     try:
         load_config(config)
-    except VulnattestError as e:
+        deployments = fleet_deployments(str(config.resolve()), scan_cron=scan_cron, check_cron=check_cron)
+    except (VulnattestError, ValueError) as e:  # a bad config, a cron expression that is not one
         raise _fail(str(e)) from None
-    if not ui:
-        prefect_serve(*fleet_deployments(str(config.resolve()), scan_cron=scan_cron, check_cron=check_cron))
+    if not ui and PREFECT_API_URL.value():
+        prefect_serve(*deployments)
         return
     from deployments.server import LocalPrefectServer
 
-    with LocalPrefectServer(port=port) as server:
+    server = LocalPrefectServer(port=port, home=Path(PREFECT_HOME.value()))
+    # stopped (by a service manager, say) like interrupted: the child runner and the server stop with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        server.start()
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    try:
         console.print(f"Prefect UI: {server.url}  (deployments: scan-and-attest/fleet, check-freshness/fleet)")
         env = {**os.environ, **server.environment()}
         # the runner must talk to the server just started, so it runs in a child with that environment
@@ -328,7 +340,9 @@ def serve(
             [sys.executable, "-m", "vulnattest", "serve", "--config", str(config.resolve()),
              "--scan-cron", scan_cron, "--check-cron", check_cron], env=env, check=False,
         )
-        raise typer.Exit(child.returncode)
+    finally:
+        server.stop()
+    raise typer.Exit(child.returncode)
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from deployments.serve import CHECK_CRON, SCAN_CRON
 from deployments.server import LocalPrefectServer
 from tests.conftest import ConfigWriter
 from tests.flows.test_scan_and_attest import _fleet, _vuln_layers
-from vulnattest.demo.registry import LocalRegistry
+from vulnattest.demo.registry import LocalRegistry, free_port
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +118,44 @@ async def _poll(probe, what: str, timeout: float = 180.0):  # type: ignore[no-un
             return value
         await asyncio.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_serve_without_an_api_url_starts_a_server_whose_scheduler_runs_the_deployments(
+    config_writer: ConfigWriter, registry: LocalRegistry, tmp_path: Path
+):
+    # Prefect's embedded server runs no scheduler: served there, nothing would ever run
+    import asyncio
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    config = config_writer.write([f"{registry.host}/served/none:1"])
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "home")}
+    log = (tmp_path / "serve.log").open("wb")
+    served = subprocess.Popen([sys.executable, "-m", "vulnattest", "serve", "--config", str(config), "--port",
+                               str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    local = f"http://127.0.0.1:{port}/api"
+    try:
+        async def scheduled() -> list[FlowRun]:
+            async with get_client() as client:
+                return await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))))
+
+        async def both_scheduled() -> list[FlowRun]:
+            try:
+                runs = await scheduled()
+            except Exception:  # noqa: BLE001 - the server is not up yet
+                return []
+            names = {run.deployment_id for run in runs}
+            return runs if len(names) == 2 else []
+
+        with temporary_settings(updates={PREFECT_API_URL: local}):
+            runs = asyncio.run(_poll(both_scheduled, "scheduled runs of both deployments"))
+    finally:
+        served.terminate()
+        served.wait(timeout=60)
+    assert runs, (tmp_path / "serve.log").read_text()[-3000:]
+    assert (tmp_path / "home" / "prefect.db").exists()  # the server's database lives in PREFECT_HOME
+    with pytest.raises(ConnectionRefusedError):  # stopped with it: nothing is left listening
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -45,6 +45,10 @@ class LocalService:
 
     def _launch(self, command: Sequence[str], health_url: str, timeout: float,
                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+        with socket.socket() as probe:  # else the health check could be answered by whatever holds the port
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise VulnattestError(f"cannot start the {self.name} on port {self.port}: something already listens "
+                                      "there; choose another port")
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
