@@ -20,16 +20,41 @@ from vulnattest.signing.interface import Verifier
 from vulnattest.signing.kyverno import kyverno_attestors, verifier_from_attestors
 
 POLICY_NAME = "vulnattest-fresh-vuln-scan"
-_VULNS = "scanner.result.Results[].Vulnerabilities[]"
+# Trivy leaves Results out when it finds nothing to scan (a static binary on scratch): no findings, not an error
+_VULNS = "scanner.result.Results[].Vulnerabilities[] || `[]`"
+# Trivy writes GHSA ids in mixed case; the config's ids are upper-cased, as the checks compare them
+_VULN_ID = "to_upper(VulnerabilityID || '')"
 
 
 def cluster_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAME,
                    enforce: bool = True) -> dict[str, Any]:
-    """The ClusterPolicy (``kyverno.io/v1``) for the fleet; allow-list entries expired at `now` are left out."""
-    attestors = [{"count": 1, "entries": kyverno_attestors(config.signing)}]
-    groups: dict[ImagePolicy, list[str]] = defaultdict(list)
+    """The ClusterPolicy (``kyverno.io/v1``) for the fleet; allow-list entries expired at `now` are left out.
+
+    Raises VulnattestError for a policy that would refuse or mis-judge Pods: no images, no trusted signer, or
+    one repository whose images fall under different vulnerability policies (admission matches an image by its
+    repository and any tag or digest, so it can hold a repository to one policy only).
+    """
+    entries = kyverno_attestors(config.signing)
+    if not entries:
+        raise VulnattestError("signing trusts no public key and no keyless identity, so the policy would admit no "
+                              "Pod: list signing.identities (keyless) or set signing.key")
+    if not config.images:
+        raise VulnattestError("the config lists no images, so the policy would guard nothing: list them under images:")
+    attestors = [{"count": 1, "entries": entries}]
+    by_repository: dict[tuple[str, str], dict[ImagePolicy, list[str]]] = defaultdict(lambda: defaultdict(list))
     for ref in config.image_refs():
-        groups[policy_for(config.policy, ref)].extend(_references(ref.registry, ref.repository))
+        by_repository[ref.registry, ref.repository][policy_for(config.policy, ref)].append(str(ref))
+    groups: dict[ImagePolicy, list[str]] = defaultdict(list)
+    for (registry, repository), policies in by_repository.items():
+        if len(policies) > 1:
+            split = "; ".join(f"{', '.join(images)}: {policy.describe()}" for policy, images in policies.items())
+            raise VulnattestError(
+                f"{registry}/{repository}: its images fall under different policies ({split}); admission can hold "
+                "a repository to one policy only (a Pod may name any tag, or a digest): make the policy.overrides "
+                f"entry match the whole repository, e.g. `{registry}/{repository}:*`"
+            )
+        [policy] = policies
+        groups[policy].extend(_references(registry, repository))
     verify_images = [
         {
             "imageReferences": sorted(dict.fromkeys(references)),
@@ -99,13 +124,13 @@ def _conditions(config: FleetConfig, policy: ImagePolicy, now: datetime) -> list
         if policy.fixed_only:
             terms.append("FixedVersion")
         if allowed:
-            terms.append(f"!{_any_of('VulnerabilityID', allowed)}")
+            terms.append(f"!{_any_of(_VULN_ID, allowed)}")
         conditions.append(_none_match(
             " && ".join(terms),
             f"findings at or above {policy.severity}{' with a fix' if policy.fixed_only else ''} are not allowed",
         ))
     if policy.deny:
-        conditions.append(_none_match(_any_of("VulnerabilityID", sorted(policy.deny)), "denied vulnerabilities found"))
+        conditions.append(_none_match(_any_of(_VULN_ID, sorted(policy.deny)), "denied vulnerabilities found"))
     return conditions
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jmespath
+import jmespath.functions
 import jsonschema
 import pytest
 import yaml
@@ -16,7 +17,9 @@ from typer.testing import CliRunner
 from vulnattest.attestations import VULN_PREDICATE_TYPE
 from vulnattest.cli import app
 from vulnattest.config import parse_config
+from vulnattest.errors import VulnattestError
 from vulnattest.kyverno import cluster_policy
+from vulnattest.policy import evaluate_report, policy_for
 from vulnattest.signing import generate_keypair
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -54,9 +57,18 @@ def _conditions(policy: dict[str, Any], image_glob: str) -> list[dict[str, Any]]
     raise AssertionError(f"{image_glob} not in the policy")
 
 
+class _KyvernoFunctions(jmespath.functions.Functions):
+    """The one of Kyverno's own JMESPath functions the findings conditions use."""
+
+    @jmespath.functions.signature({"types": ["string"]})
+    def _func_to_upper(self, value: str) -> str:
+        return value.upper()
+
+
 def _evaluate(key: str, predicate: dict[str, Any]) -> Any:
-    # Kyverno evaluates `{{ … }}` with JMESPath (plus its own functions, which these keys do not use)
-    return jmespath.search(key.removeprefix("{{").removesuffix("}}").strip(), predicate)
+    # Kyverno evaluates `{{ … }}` with JMESPath plus its own functions
+    expression = key.removeprefix("{{").removesuffix("}}").strip()
+    return jmespath.search(expression, predicate, options=jmespath.Options(custom_functions=_KyvernoFunctions()))
 
 
 def test_policy_is_valid_against_kyvernos_crd(crd_schema: dict[str, Any], config_text: str):
@@ -89,29 +101,42 @@ def test_policy_names_the_fleet_keys_predicate_and_max_age(config_text: str, tmp
 
 
 def _predicate(*vulns: dict[str, str]) -> dict[str, Any]:
-    return {"scanner": {"result": {"Results": [{"Target": "os"}, {"Target": "x", "Vulnerabilities": list(vulns)}]}}}
+    results = [{"Target": "os"}, {"Target": "x", "Vulnerabilities": list(vulns)}]
+    return {"scanner": {"result": {"SchemaVersion": 2, "Results": results}}}
+
+
+NOTHING_SCANNED = {"scanner": {"result": {"SchemaVersion": 2, "ArtifactName": "scratch"}}}  # Trivy omits Results
 
 
 @pytest.mark.parametrize(
     ("vulns", "passes"),
     [
         ([], True),
+        (None, True),  # a report without Results: nothing found
         ([{"VulnerabilityID": "CVE-1", "Severity": "MEDIUM", "FixedVersion": "2"}], True),
         ([{"VulnerabilityID": "CVE-1", "Severity": "HIGH", "FixedVersion": "2"}], False),
         ([{"VulnerabilityID": "CVE-1", "Severity": "CRITICAL"}], True),  # no fix: fixed_only
         ([{"VulnerabilityID": "CVE-2099-0002", "Severity": "HIGH", "FixedVersion": "2"}], True),  # allowed
         ([{"VulnerabilityID": "CVE-2099-0001", "Severity": "HIGH", "FixedVersion": "2"}], False),  # allowance expired
         ([{"VulnerabilityID": "CVE-2099-9999", "Severity": "LOW"}], False),  # denied
+        ([{"VulnerabilityID": "GHSA-m425-mq94-257g", "Severity": "LOW"}], False),  # denied, as Trivy spells it
+        ([{"VulnerabilityID": "GHSA-wxyz-2345-abcd", "Severity": "HIGH", "FixedVersion": "2"}], True),  # allowed
     ],
 )
 def test_severity_allow_and_deny_conditions_judge_reports_as_the_policy_does(
-    config_text: str, vulns: list[dict[str, str]], passes: bool
+    config_text: str, vulns: list[dict[str, str]] | None, passes: bool
 ):
-    conditions = _conditions(cluster_policy(parse_config(config_text), NOW), "127.0.0.1:5000/team/app:*")[1:]
+    allow_ghsa = "  allow:\n    - {id: GHSA-WXYZ-2345-ABCD, reason: r, expires: 2027-01-01}\n"
+    config = parse_config(config_text.replace("deny: [CVE-2099-9999]", "deny: [CVE-2099-9999, ghsa-M425-mq94-257g]")
+                          .replace("  allow:\n", allow_ghsa))
+    conditions = _conditions(cluster_policy(config, NOW), "127.0.0.1:5000/team/app:*")[1:]
     assert len(conditions) == 2
-    predicate = _predicate(*vulns)
-    results = [_evaluate(c["key"], predicate) == c["value"] for c in conditions]
-    assert all(results) is passes
+    predicate = NOTHING_SCANNED if vulns is None else _predicate(*vulns)
+    admitted = all(_evaluate(c["key"], predicate) == c["value"] for c in conditions)
+    assert admitted is passes
+    # admission and vulnattest's own check (what `check` and `status` say) agree
+    own = evaluate_report(policy_for(config.policy, "127.0.0.1:5000/team/app:1"), predicate["scanner"]["result"], NOW)
+    assert own.ok is passes
 
 
 def test_per_image_overrides_get_their_own_entry(config_text: str):
@@ -121,6 +146,25 @@ def test_per_image_overrides_get_their_own_entry(config_text: str):
     assert _evaluate(alpine["key"], _predicate({"VulnerabilityID": "X", "Severity": "HIGH", "FixedVersion": "1"})) == 0
     assert _evaluate(alpine["key"], _predicate({"VulnerabilityID": "X", "Severity": "CRITICAL",
                                                 "FixedVersion": "1"})) == 1
+
+
+def test_a_repository_split_between_policies_by_tag_is_refused(config_text: str):
+    # admission matches repo:* and repo@*: a Pod naming :legacy by digest could not be held to the override
+    split = config_text.replace('["docker.io/library/alpine*"]', '["127.0.0.1:5000/team/app:legacy"]').replace(
+        "  - alpine:3.19\n", "  - alpine:3.19\n  - 127.0.0.1:5000/team/app:legacy\n")
+    with pytest.raises(VulnattestError, match=r"127\.0\.0\.1:5000/team/app: its images fall under different "
+                                              r"policies .*make the policy\.overrides entry match the whole"):
+        cluster_policy(parse_config(split), NOW)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("images: [r.example/a:1]\nsigning: {key: keyless}\n", "trusts no public key and no keyless identity"),
+    ("images: []\n", "lists no images"),
+])
+def test_a_policy_that_would_refuse_every_pod_or_guard_nothing_is_not_written(tmp_path: Path, text: str, says: str):
+    generate_keypair(tmp_path / "keys")  # the default signing.key
+    with pytest.raises(VulnattestError, match=says):
+        cluster_policy(parse_config(text, base=tmp_path), NOW)
 
 
 def test_no_policy_means_only_signature_and_age(tmp_path: Path):
