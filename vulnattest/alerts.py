@@ -221,7 +221,7 @@ class Alert:
             lines = [
                 f"{head}{v.verdict.value.upper()} {v.image}{was}",
                 f"What broke: {v.reason}",
-                f"Deadline: {v.deadline_text()}" + (" - admission refuses Pods from then" if v.deadline else ""),
+                _deadline_line(v),
                 f"Run: {v.action}",
                 f"Bad since: {rfc3339(self.since)} ({format_duration(v.checked_at - self.since)})",
             ]
@@ -451,3 +451,10 @@ def _redact_in_httpx_log(url: str, shown: str) -> None:
     _HTTPX_REDACTION.secrets[str(httpx.URL(url))] = shown
     _HTTPX_REDACTION.secrets[url] = shown
     logging.getLogger("httpx").addFilter(_HTTPX_REDACTION)  # adding it again is a no-op
+
+
+def _deadline_line(v: ImageVerdict) -> str:
+    """When admission refuses the image's Pods: already (stale, invalid, missing, policy), or from the deadline."""
+    if v.verdict.refused_now:
+        return "Deadline: passed - admission refuses its Pods now"
+    return f"Deadline: {v.deadline_text()}" + (" - admission refuses Pods from then" if v.deadline else "")

@@ -67,6 +67,11 @@ class Verdict(StrEnum):
         """True only for fresh."""
         return self is Verdict.FRESH
 
+    @property
+    def refused_now(self) -> bool:
+        """True when admission refuses the image's Pods already, whatever its scan's deadline says."""
+        return self in (Verdict.STALE, Verdict.INVALID, Verdict.MISSING, Verdict.POLICY)
+
 
 _WORST_FIRST = (Verdict.STALE, Verdict.INVALID, Verdict.MISSING, Verdict.POLICY, Verdict.UNREACHABLE,
                 Verdict.EXPIRING, Verdict.FRESH)

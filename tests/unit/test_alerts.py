@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -165,6 +166,14 @@ def test_an_alert_says_what_broke_by_when_and_what_to_run():
     (alert,) = message.to_json()["alerts"]
     assert (alert["kind"], alert["verdict"], alert["previous"], alert["since"]) == (
         "alert", "expiring", None, "2030-06-01T12:00:00Z")
+
+
+def test_an_image_refused_for_its_findings_is_refused_now_whatever_its_scans_deadline():
+    # a policy verdict carries its scan's age deadline, days away: admission refuses the Pods on the findings now
+    refused = dataclasses.replace(v("reg.example/app:1", Verdict.POLICY), deadline=T0 + timedelta(hours=160))
+    text = plan(AlertState(), [refused], T0).messages[0].text()
+    assert "Deadline: passed - admission refuses its Pods now" in text
+    assert "in 160h" not in text
 
 
 def test_the_fleet_list_drops_state_of_images_no_longer_checked():
