@@ -45,7 +45,8 @@ class CheckOptions(BaseModel):
 
     max_age: str | None = Field(
         None, title="Max age", description="judge against this limit instead of freshness.max_age, e.g. 72h "
-        "(a what-if: would these images pass a stricter policy?)", pattern=DURATION_PATTERN,
+        "(a what-if: would these images pass a stricter policy? It sends no alert: admission has not changed)",
+        pattern=DURATION_PATTERN,
     )
     send_alerts: bool = Field(
         True, title="Send alerts", description="off: tell no one, emit no events, and leave the alert state as it is",
@@ -66,11 +67,13 @@ def check_freshness(
     config = fleet_config(config_path, images)
     services = Services.for_checking(config)
     checker = FreshnessChecker.from_config(config, services.verifier(), config_path)
+    send_alerts = options.send_alerts and not options.max_age
     if options.max_age:
         checker = checker.with_max_age(parse_duration(options.max_age))
-        logger.info("judging against max_age %s for this run", options.max_age)
+        logger.info("judging against max_age %s for this run, a what-if: no alerts, no events, the alert state "
+                    "left as it is", options.max_age)
     refs = config.image_refs()
-    channels = alert_channels(config.alerts) if options.send_alerts else []
+    channels = alert_channels(config.alerts) if send_alerts else []
     problems: list[str] = []
     logger.info("checking %d image(s), %d at a time; %d alert channel(s)", len(refs), config.concurrency,
                 len(channels))
@@ -88,7 +91,7 @@ def check_freshness(
                         lambda batch: _check(batch, checker, services), "freshness")
             verdicts = [check.final(checker) for check in checks]
             try:
-                if options.send_alerts:
+                if send_alerts:
                     problems += _alert(pool, config, verdicts, channels, checker, services, whole_fleet=not images)
             except Exception as e:  # the verdicts are published whatever alerting does
                 logger.exception("alerting crashed")

@@ -28,14 +28,14 @@ def test_the_options_are_a_typed_form():
                                       "title": "Send alerts", "type": "boolean"}
 
 
-def test_a_what_if_max_age_without_alerts_changes_nothing(
+def test_a_what_if_max_age_tells_no_one_and_changes_nothing(
     registry: LocalRegistry, keypair: tuple[Path, Path], attester: Attester, tmp_path: Path  # noqa: F811
 ):
     ref, image = push(registry, "options-what-if")
     attester.attach(image, timedelta(hours=3))
     with WebhookReceiver() as receiver:
         config = write_config(tmp_path, registry, keypair, [ref], [{"webhook": receiver.url}])
-        _, verdicts = run(config, options=CheckOptions(max_age="2h", send_alerts=False))
+        _, verdicts = run(config, options=CheckOptions(max_age="2h"))  # send_alerts left on: the what-if wins
         assert verdicts[ref].verdict is Verdict.STALE
         assert receiver.received == []
         assert LocalReportStore(tmp_path / "reports").get(STATE_KEY) is None  # the alert state was not touched
