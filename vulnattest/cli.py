@@ -67,13 +67,12 @@ def keys_import(
     Decrypts with COSIGN_PASSWORD (empty when unset, as cosign allows); encrypts the result with
     VULNATTEST_KEY_PASSWORD (or COSIGN_PASSWORD). vulnattest also signs with a cosign.key directly.
     """
-    from vulnattest.signing.cosign_keys import cosign_password
     from vulnattest.signing.keyfile import import_cosign_key, key_password
 
     password = key_password()
+    source_password = os.environ.get("COSIGN_PASSWORD", "").encode()  # never the output's: that one may be new
     try:
-        private, public = import_cosign_key(
-            cosign_key, output_dir, source_password=cosign_password() or b"", password=password)
+        private, public = import_cosign_key(cosign_key, output_dir, source_password=source_password, password=password)
     except VulnattestError as e:
         raise _fail(str(e)) from None
     console.print(f"private key: {private} (keep it secret)\npublic key:  {public} (give it to verifiers and Kyverno)")

@@ -197,6 +197,20 @@ def test_cli_import_and_export(tmp_path: Path, caplog: pytest.LogCaptureFixture)
         assert secret not in everything
 
 
+def test_cli_import_of_a_key_without_password_encrypts_with_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # the help's way: no COSIGN_PASSWORD (cosign's empty password), VULNATTEST_KEY_PASSWORD for the output only
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "cosign.key").write_bytes(cosign_private_key_pem(key, b""))
+    monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
+    imported = CliRunner().invoke(app, ["keys", "import", str(tmp_path / "cosign.key"), "-o", str(tmp_path / "va")],
+                                  env={"VULNATTEST_KEY_PASSWORD": "new-pw"})
+    assert imported.exit_code == 0, imported.output
+    signer = KeyFileSigner.from_file(tmp_path / "va" / "vulnattest.key", b"new-pw")
+    assert signer.key_id == PublicKeyVerifier.from_pem_files([tmp_path / "va" / "vulnattest.pub"]).keys[0].key_id
+
+
 def test_cli_export_needs_cosign_password_set(tmp_path: Path):
     private, _ = generate_keypair(tmp_path)
     result = CliRunner().invoke(app, ["keys", "export", str(private), "-o", str(tmp_path / "out")],
