@@ -156,11 +156,12 @@ class PrefectBlockChannel:
     """
 
     block: str
+    name: str | None = None
 
     @property
     def id(self) -> str:
-        """``prefect-block:<name>``; the block keeps its secrets."""
-        return f"prefect-block:{self.block}"
+        """The configured name, else ``prefect-block:<block>``; the block keeps its secrets."""
+        return self.name or f"prefect-block:{self.block}"
 
     def send(self, message: Message) -> None:
         """Load the block and notify; network failures and 429/5xx answers are transient."""
@@ -214,5 +215,5 @@ def alert_channels(settings: tuple[AlertChannelSettings, ...]) -> list[AlertChan
         if channel.webhook is not None:
             channels.append(WebhookChannel(channel.webhook, channel.name, channel.timeout.total_seconds()))
         elif channel.prefect_block is not None:
-            channels.append(PrefectBlockChannel(channel.prefect_block))
+            channels.append(PrefectBlockChannel(channel.prefect_block, channel.name))
     return channels

@@ -353,6 +353,19 @@ class FleetConfig(_Strict):
         "or global concurrency limits on the Prefect server (workers on many hosts)",
     )
 
+    @field_validator("alerts")
+    @classmethod
+    def _distinct_channels(cls, alerts: tuple[AlertChannelSettings, ...]) -> tuple[AlertChannelSettings, ...]:
+        # the alert state keeps what each channel was told under the channel's name: two alike would share it
+        seen: dict[object, int] = {}
+        for i, channel in enumerate(alerts):
+            key = channel.name or (channel.webhook.get_secret_value() if channel.webhook else channel.prefect_block)
+            if key in seen:
+                raise ValueError(f"alerts[{i}] is the same channel as alerts[{seen[key]}] (same name, or same URL or "
+                                 "block); give each channel a distinct name")
+            seen[key] = i
+        return alerts
+
     def image_refs(self) -> list[ImageRef]:
         """The fleet's images, parsed, without duplicates, in file order."""
         return list(dict.fromkeys(ImageRef.parse(text) for text in self.images))

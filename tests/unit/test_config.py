@@ -67,6 +67,10 @@ def test_duplicate_images_are_scanned_once():
         ("store:\n  url: ftp://x/y\n", "fleet.yaml:2: store.url: unsupported store URL 'ftp://x/y'"),
         ("images: [a\n", "fleet.yaml:2: not valid YAML"),
         ("- just\n- a list\n", "fleet.yaml:1: the config must be a mapping"),
+        ("images: []\nalerts:\n  - webhook: https://h.example/a\n  - webhook: https://h.example/a\n",
+         "fleet.yaml:2: alerts: alerts[1] is the same channel as alerts[0]"),
+        ("alerts:\n  - {webhook: https://h.example/a, name: oncall}\n  - {prefect_block: slack, name: oncall}\n",
+         "fleet.yaml:1: alerts: alerts[1] is the same channel as alerts[0] (same name"),
     ],
 )
 def test_errors_name_file_line_field_and_what_is_expected(text: str, expected: str):
@@ -110,3 +114,11 @@ def test_go_style_duration_format():
     assert format_duration(timedelta(hours=170, minutes=3, seconds=2)) == "170h3m2s"
     assert format_duration(timedelta(seconds=59)) == "59s"
     assert format_duration(timedelta(minutes=2)) == "2m0s"
+
+
+def test_every_alert_channel_is_known_by_its_configured_name():
+    from tasks.freshness import alert_channels
+
+    config = parse_config("alerts:\n  - {webhook: https://h.example/a, name: hook}\n"
+                          "  - {prefect_block: slack, name: oncall}\n  - {prefect_block: teams}\n")
+    assert [c.id for c in alert_channels(config.alerts)] == ["hook", "oncall", "prefect-block:teams"]
