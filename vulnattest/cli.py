@@ -155,7 +155,7 @@ def verify(
     """Verify IMAGE's vuln attestations as Kyverno would; exit 0 when valid and younger than max-age, else 1.
 
     Checks each attestation's signature, subject digest, predicate type and scanFinishedOn, and (with --config)
-    the vulnerability policy. Exit 2 on bad input.
+    the vulnerability policy. Exit 2 on bad input, an unknown image, or a registry that cannot be reached.
     """
     from vulnattest.config import FleetConfig
     from vulnattest.freshness import FreshnessChecker
