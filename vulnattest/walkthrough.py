@@ -156,7 +156,12 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
 
     _step(console, 5, "check-freshness: every attestation checked as Kyverno will (signature, subject, type, age)")
     verdicts = results_of(check_freshness(config_path=str(config_path), return_state=True))
-    console.print("  " + ", ".join(f"{_short(v.image, host)}: [green]{v.verdict.value}[/]" for v in verdicts))
+    console.print("  " + ", ".join(f"{_short(v.image, host)}: [{'green' if v.ok else 'red'}]{v.verdict.value}[/]"
+                                   for v in verdicts))
+    if not all(v.ok for v in verdicts):  # each was attested a moment ago: anything but fresh is a fault
+        console.print("[red]an image just attested is not fresh: " + "; ".join(
+            f"{v.image}: {v.reason}" for v in verdicts if not v.ok) + "[/]")
+        return 1
 
     _step(console, 6, f"Time passes for {STALE_IMAGE}: its last scan is now 8 days old")
     _backdate(config_path, f"{host}/{STALE_IMAGE}", timedelta(days=8))
