@@ -325,23 +325,35 @@ def serve(
     from deployments.server import LocalPrefectServer
 
     server = LocalPrefectServer(port=port, home=Path(PREFECT_HOME.value()))
-    # stopped (by a service manager, say) like interrupted: the child runner and the server stop with it
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    runner: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, _: object) -> None:
+        # stopped by a service manager: the runner is told (it cancels its runs and exits, ending the wait below),
+        # and the server stops after it; no wait here: a handler that waits deadlocks the wait it interrupted
+        if runner is None:
+            raise SystemExit(128 + signum)
+        runner.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.start()
-    except VulnattestError as e:
-        raise _fail(str(e)) from None
-    try:
         console.print(f"Prefect UI: {server.url}  (deployments: scan-and-attest/fleet, check-freshness/fleet)")
         env = {**os.environ, **server.environment()}
         # the runner must talk to the server just started, so it runs in a child with that environment
-        child = subprocess.run(
+        runner = subprocess.Popen(
             [sys.executable, "-m", "vulnattest", "serve", "--config", str(config.resolve()),
-             "--scan-cron", scan_cron, "--check-cron", check_cron], env=env, check=False,
+             "--scan-cron", scan_cron, "--check-cron", check_cron], env=env,
         )
+        try:
+            code = runner.wait()
+        except KeyboardInterrupt:  # Ctrl-C: stop the runner as a service manager would, and wait for it
+            runner.terminate()
+            code = runner.wait()
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
     finally:
         server.stop()
-    raise typer.Exit(child.returncode)
+    raise typer.Exit(code if code >= 0 else 128 - code)  # a runner ended by a signal: the shell's convention
 
 
 @app.command()

@@ -132,9 +132,9 @@ def test_serve_without_an_api_url_starts_a_server_whose_scheduler_runs_the_deplo
     config = config_writer.write([f"{registry.host}/served/none:1"])
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "home")}
-    log = (tmp_path / "serve.log").open("wb")
-    served = subprocess.Popen([sys.executable, "-m", "vulnattest", "serve", "--config", str(config), "--port",
-                               str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with (tmp_path / "serve.log").open("wb") as log:
+        served = subprocess.Popen([sys.executable, "-m", "vulnattest", "serve", "--config", str(config), "--port",
+                                   str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     local = f"http://127.0.0.1:{port}/api"
     try:
         async def scheduled() -> list[FlowRun]:
@@ -159,3 +159,17 @@ def test_serve_without_an_api_url_starts_a_server_whose_scheduler_runs_the_deplo
     assert (tmp_path / "home" / "prefect.db").exists()  # the server's database lives in PREFECT_HOME
     with pytest.raises(ConnectionRefusedError):  # stopped with it: nothing is left listening
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert _processes_naming(str(config)) == []  # and the runner it started was stopped, not orphaned
+
+
+def _processes_naming(text: str) -> list[str]:
+    """Command lines of the running processes that mention `text`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # exited meanwhile
+            continue
+        if text in command:
+            found.append(command)
+    return found
