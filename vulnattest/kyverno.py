@@ -20,8 +20,9 @@ from vulnattest.signing.interface import Verifier
 from vulnattest.signing.kyverno import kyverno_attestors, verifier_from_attestors
 
 POLICY_NAME = "vulnattest-fresh-vuln-scan"
-# Trivy leaves Results out when it finds nothing to scan (a static binary on scratch): no findings, not an error
-_VULNS = "scanner.result.Results[].Vulnerabilities[] || `[]`"
+# Trivy leaves Results out when it finds nothing to scan (a static binary on scratch): no findings, not an error;
+# a predicate without a Trivy report (no SchemaVersion) still fails the condition, as vulnattest's own check does
+_VULNS = "scanner.result.Results[].Vulnerabilities[] || (scanner.result.SchemaVersion && `[]`)"
 # Trivy writes GHSA ids in mixed case; the config's ids are upper-cased, as the checks compare them
 _VULN_ID = "to_upper(VulnerabilityID || '')"
 

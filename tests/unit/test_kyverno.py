@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jmespath
+import jmespath.exceptions
 import jmespath.functions
 import jsonschema
 import pytest
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from vulnattest.attestations import VULN_PREDICATE_TYPE
 from vulnattest.cli import app
 from vulnattest.config import parse_config
-from vulnattest.errors import VulnattestError
+from vulnattest.errors import ScanError, VulnattestError
 from vulnattest.kyverno import cluster_policy
 from vulnattest.policy import evaluate_report, policy_for
 from vulnattest.signing import generate_keypair
@@ -146,6 +147,16 @@ def test_per_image_overrides_get_their_own_entry(config_text: str):
     assert _evaluate(alpine["key"], _predicate({"VulnerabilityID": "X", "Severity": "HIGH", "FixedVersion": "1"})) == 0
     assert _evaluate(alpine["key"], _predicate({"VulnerabilityID": "X", "Severity": "CRITICAL",
                                                 "FixedVersion": "1"})) == 1
+
+
+def test_a_predicate_without_a_trivy_report_fails_the_findings_conditions(config_text: str):
+    conditions = _conditions(cluster_policy(parse_config(config_text), NOW), "127.0.0.1:5000/team/app:*")[1:]
+    for predicate in ({"scanner": {"uri": "pkg:github/aquasecurity/trivy"}}, {"scanner": {"result": {"x": 1}}}):
+        with pytest.raises(jmespath.exceptions.JMESPathTypeError):  # Kyverno: an error, so the Pod is refused
+            _evaluate(conditions[0]["key"], predicate)
+        with pytest.raises(ScanError, match="not a Trivy JSON report"):  # vulnattest's own check: invalid
+            evaluate_report(policy_for(parse_config(config_text).policy, "127.0.0.1:5000/team/app:1"),
+                            predicate["scanner"].get("result"), NOW)
 
 
 def test_a_repository_split_between_policies_by_tag_is_refused(config_text: str):
