@@ -356,10 +356,12 @@ class FleetConfig(_Strict):
     @field_validator("alerts")
     @classmethod
     def _distinct_channels(cls, alerts: tuple[AlertChannelSettings, ...]) -> tuple[AlertChannelSettings, ...]:
-        # the alert state keeps what each channel was told under the channel's name: two alike would share it
+        # the alert state keeps what each channel was told under the channel's id (its name, else its URL or
+        # ``prefect-block:<block>``): two alike would share it
         seen: dict[object, int] = {}
         for i, channel in enumerate(alerts):
-            key = channel.name or (channel.webhook.get_secret_value() if channel.webhook else channel.prefect_block)
+            key = channel.name or (("url", channel.webhook.get_secret_value()) if channel.webhook
+                                   else f"prefect-block:{channel.prefect_block}")
             if key in seen:
                 raise ValueError(f"alerts[{i}] is the same channel as alerts[{seen[key]}] (same name, or same URL or "
                                  "block); give each channel a distinct name")

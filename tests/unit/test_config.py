@@ -71,6 +71,8 @@ def test_duplicate_images_are_scanned_once():
          "fleet.yaml:2: alerts: alerts[1] is the same channel as alerts[0]"),
         ("alerts:\n  - {webhook: https://h.example/a, name: oncall}\n  - {prefect_block: slack, name: oncall}\n",
          "fleet.yaml:1: alerts: alerts[1] is the same channel as alerts[0] (same name"),
+        ("alerts:\n  - {prefect_block: slack}\n  - {webhook: https://h.example/a, name: prefect-block:slack}\n",
+         "fleet.yaml:1: alerts: alerts[1] is the same channel as alerts[0]"),  # both go by prefect-block:slack
     ],
 )
 def test_errors_name_file_line_field_and_what_is_expected(text: str, expected: str):
@@ -119,6 +121,6 @@ def test_go_style_duration_format():
 def test_every_alert_channel_is_known_by_its_configured_name():
     from tasks.freshness import alert_channels
 
-    config = parse_config("alerts:\n  - {webhook: https://h.example/a, name: hook}\n"
-                          "  - {prefect_block: slack, name: oncall}\n  - {prefect_block: teams}\n")
-    assert [c.id for c in alert_channels(config.alerts)] == ["hook", "oncall", "prefect-block:teams"]
+    config = parse_config("alerts:\n  - {webhook: https://h.example/a, name: slack}\n"
+                          "  - {prefect_block: slack, name: oncall}\n  - {prefect_block: slack}\n")
+    assert [c.id for c in alert_channels(config.alerts)] == ["slack", "oncall", "prefect-block:slack"]
