@@ -186,7 +186,10 @@ class ImageVerdict:
         return (self.verdict.rank, self.deadline or datetime.min.replace(tzinfo=UTC), self.image)
 
     def deadline_text(self) -> str:
-        """The deadline and how far off it is, e.g. ``2030-01-01T00:00:00Z (in 3h0m0s)``; ``-`` when none."""
+        """The deadline and how far off it is, e.g. ``2030-01-01T00:00:00Z (in 3h0m0s)``; ``-`` when none; ``now``
+        for an image admission refuses already (a policy verdict's scan deadline may be days off)."""
+        if self.verdict.refused_now and (self.deadline is None or self.deadline > self.checked_at):
+            return "now"
         if self.deadline is None:
             return "-"
         left = self.deadline - self.checked_at

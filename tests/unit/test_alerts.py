@@ -174,6 +174,9 @@ def test_an_image_refused_for_its_findings_is_refused_now_whatever_its_scans_dea
     text = plan(AlertState(), [refused], T0).messages[0].text()
     assert "Deadline: passed - admission refuses its Pods now" in text
     assert "in 160h" not in text
+    digest = plan(AlertState(), [dataclasses.replace(refused, image=f"img-{i}") for i in range(6)], T0).messages[0]
+    assert digest.kind == "digest"
+    assert "| deadline now |" in digest.text() and "in 160h" not in digest.text()
 
 
 def test_the_fleet_list_drops_state_of_images_no_longer_checked():
