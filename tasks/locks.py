@@ -24,8 +24,8 @@ from vulnattest.locks import ThreadLocks, shard_of
 
 ATTACH_LIMIT_PREFIX = "vulnattest-attach-"
 SHARDS = 32
-# an attach takes well under a second, but holds the lock over six or more registry requests that may each take up
-# to the client's 30 s timeout: the lease outlasts that, so it cannot run out under a slow holder and let in another
+# an attach takes well under a second, but holds the lock over six or more registry requests, each allowed the
+# client's 30 s timeouts: the lease is long enough that only a registry far slower than that outlives it
 LEASE_SECONDS = 300
 ACQUIRE_TIMEOUT_SECONDS = 360  # past a lease: a crashed holder's slot frees before a waiter gives up
 REGISTRY_LIMIT_PREFIX = "registry:"

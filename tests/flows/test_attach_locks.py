@@ -46,8 +46,10 @@ def test_a_release_the_server_never_hears_of_fails_nothing_done_under_the_lock(
     ensure_attach_limits()
     locks = PrefectAttachLocks()
     client = locks._client  # the one client the locks hold: its release fails
+    release, leases = client.release_concurrency_slots_with_lease, []
 
     def unreachable(lease_id: object) -> None:
+        leases.append(lease_id)
         raise httpx.ConnectError("connection refused")
 
     @flow
@@ -59,6 +61,8 @@ def test_a_release_the_server_never_hears_of_fails_nothing_done_under_the_lock(
     try:
         assert attach_under_the_lock() == "attached"
     finally:
+        for lease in leases:  # released after all, so no later test waits for the lease to run out
+            release(lease)
         locks.close()
     assert "could not release the attach lock" in caplog.text
     assert "its lease frees it within 300 s" in caplog.text
