@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vulnattest.attestations import VULN_PREDICATE_TYPE, Envelope, Invocation, sign_statement, vuln_statement
-from vulnattest.attestations.cosign import read_attestations
+from vulnattest.attestations.cosign import CosignAttacher, read_attestations
 from vulnattest.attestations.dsse import pae
 from vulnattest.attestations.statement import rfc3339
 from vulnattest.errors import VerificationError
@@ -123,23 +125,41 @@ def test_rfc3339_is_utc_with_z():
 
 
 class _Served:
-    """A registry client that serves one `.att` manifest (a real registry refuses to store a layer without a
-    digest; others may serve one)."""
+    """A registry client that keeps blobs and one `.att` manifest in memory, starting from `manifest` (a registry
+    that validates manifests refuses a layer without a digest; others may serve one)."""
 
     def __init__(self, manifest: dict[str, object]) -> None:
-        self.manifest = manifest
+        self.body = json.dumps(manifest).encode()
+        self.blobs: dict[str, bytes] = {}
 
     def find_manifest(self, repository: str, tag: str) -> Manifest:
-        body = json.dumps(self.manifest).encode()
-        return Manifest("sha256:" + "e" * 64, "application/vnd.oci.image.manifest.v1+json", body)
+        return Manifest("sha256:" + hashlib.sha256(self.body).hexdigest(), OCI_MANIFEST, self.body)
+
+    def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
+        self.body = body
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def push_blob(self, repository: str, data: bytes, *, check_exists: bool = True) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.blobs[digest] = data
+        return digest
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        return self.blobs[digest]
 
 
 @pytest.mark.parametrize(("layers", "says"), [
-    ([{"mediaType": "application/vnd.dsse.envelope.v1+json", "size": 3}], "has a layer without a digest"),
-    (["not a descriptor"], "lists no layer descriptors"),
+    ([{"mediaType": "application/vnd.dsse.envelope.v1+json", "size": 3}], "has a layer that is not a descriptor"),
+    (["not a descriptor"], "has a layer that is not a descriptor"),
 ])
 def test_a_malformed_attestation_manifest_is_a_clear_error(layers: list[object], says: str):
     digest = "sha256:" + "a" * 64
     image = ResolvedImage(ImageRef.parse(f"127.0.0.1:5000/app@{digest}"), digest, OCI_MANIFEST, digest)
+    served = _Served({"layers": layers})
     with pytest.raises(VerificationError, match=f"127.0.0.1:5000/app@{digest}: sha256-{'a' * 64}.att {says}"):
-        read_attestations(_Served({"layers": layers}), image)  # type: ignore[arg-type]
+        read_attestations(served, image)  # type: ignore[arg-type]
+    # attesting again rewrites it, as the message says: what is no descriptor cannot be carried over
+    envelope = Envelope(b"{}", "application/vnd.in-toto+json", (b"sig",))
+    attached = CosignAttacher(lock=lambda key: nullcontext()).attach(served, image, envelope,  # type: ignore[arg-type]
+                                                                      VULN_PREDICATE_TYPE)
+    assert [a.descriptor["digest"] for a in read_attestations(served, image)] == [attached.layer_digest]  # type: ignore[arg-type]

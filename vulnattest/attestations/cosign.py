@@ -11,7 +11,7 @@ from typing import Any
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.errors import TransientRegistryError, VerificationError
 from vulnattest.locks import FileLocks
-from vulnattest.registry import OCI_MANIFEST, RegistryClient, ResolvedImage
+from vulnattest.registry import OCI_MANIFEST, Manifest, RegistryClient, ResolvedImage
 from vulnattest.signing.interface import CertificateMaterial
 
 DSSE_LAYER = "application/vnd.dsse.envelope.v1+json"
@@ -78,19 +78,25 @@ def read_attestations(client: RegistryClient, image: ResolvedImage) -> list[Atta
     manifest = client.find_manifest(image.image.repository, attestation_tag(image.digest))
     if manifest is None:
         return []
+    layers = _layers(manifest)
+    if not all(_is_descriptor(layer) for layer in layers):
+        raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} has a layer that is not a "
+                                "descriptor with a digest; attest the image again to rewrite it")
+    return [
+        AttachedAttestation(layer, client.get_blob(image.image.repository, layer["digest"]))
+        for layer in layers
+        if layer.get("mediaType") == DSSE_LAYER
+    ]
+
+
+def _layers(manifest: Manifest) -> list[Any]:
     layers = manifest.json().get("layers", [])
-    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
-        raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} lists no layer descriptors")
-    attestations = []
-    for layer in layers:
-        if layer.get("mediaType") != DSSE_LAYER:
-            continue
-        digest = layer.get("digest")
-        if not isinstance(digest, str):
-            raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} has a layer without a "
-                                    "digest; attest the image again to rewrite it")
-        attestations.append(AttachedAttestation(layer, client.get_blob(image.image.repository, digest)))
-    return attestations
+    return layers if isinstance(layers, list) else [layers]
+
+
+def _is_descriptor(layer: object) -> bool:
+    """A layer descriptor a registry that validates manifests would have accepted: an object with a digest."""
+    return isinstance(layer, dict) and isinstance(layer.get("digest"), str)
 
 
 LockFactory = Callable[[str], AbstractContextManager[object]]
@@ -128,7 +134,8 @@ class CosignAttacher:
         }
         with self.lock(f"{image.image.name}@{image.digest}"):
             found = client.find_manifest(repository, tag)
-            existing: list[dict[str, Any]] = found.json().get("layers", []) if found is not None else []
+            # a layer that is no descriptor cannot be carried into a manifest a registry accepts: it is dropped
+            existing = [old for old in _layers(found) if _is_descriptor(old)] if found is not None else []
             kept = [old for old in existing if not (replace and _same_type(client, image, old, predicate_type))]
             manifest = _manifest(client, repository, [layer, *kept])
             digest = client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
