@@ -431,6 +431,8 @@ def probe_registry(client: RegistryClient, timeout: float = 10.0) -> None:
             f"{client.host}: cannot reach {url} ({type(e).__name__}); check the host, the port and "
             "`registries.<host>.insecure` in the config"
         ) from e
+    except httpx.RequestError as e:  # too many redirects, say: whatever answers is not a registry
+        raise RegistryError(f"{client.host}: {url} answered in a way no registry does ({type(e).__name__})") from e
     if status == 429 or status >= 500:
         raise TransientRegistryError(f"{client.host}: {url} answered {status}; the registry is failing")
     if status == 404:

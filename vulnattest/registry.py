@@ -229,6 +229,9 @@ class RegistryClient:
                 f"{what}: cannot reach {self.base_url} ({type(e).__name__}: {e}); check the host, port and "
                 "`registries.<host>.insecure` in the config"
             ) from e
+        except httpx.RequestError as e:  # too many redirects, a body that does not decode: the answer is wrong
+            raise RegistryError(f"{what}: {self.base_url} answered in a way no registry does ({type(e).__name__}: "
+                                f"{e})") from e
 
     def _authenticate(self, response: httpx.Response, scope: str, what: str) -> None:
         challenge = response.headers.get("www-authenticate", "")

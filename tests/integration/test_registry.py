@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.conftest import DemoImages
 from vulnattest.demo.registry import LocalRegistry, free_port
-from vulnattest.errors import NotFoundError, RegistryError, TransientRegistryError
+from vulnattest.errors import NotFoundError, RegistryError, TransientRegistryError, is_transient
 from vulnattest.images import ImageRef
 from vulnattest.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, resolve, sha256_digest
 
@@ -65,3 +67,29 @@ def test_an_unreachable_registry_is_a_transient_error_with_a_hint():
     client = RegistryClient(f"127.0.0.1:{free_port()}", insecure=True, timeout=2)
     with pytest.raises(TransientRegistryError, match=r"cannot reach http://127\.0\.0\.1:\d+ .*insecure"):
         client.get_manifest("x/y", "latest")
+
+
+def test_a_host_that_redirects_forever_is_no_registry_and_no_retry_helps():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from vulnattest.freshness import probe_registry
+
+    class Loop(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None: ...
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Loop) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        client = RegistryClient(f"127.0.0.1:{server.server_address[1]}", insecure=True)
+        try:
+            for call in (lambda: client.get_manifest("a/b", "1"), lambda: probe_registry(client)):
+                with pytest.raises(RegistryError, match=r"answered in a way no registry does \(TooManyRedirects") as e:
+                    call()
+                assert not is_transient(e.value)
+        finally:
+            client.close()
+            server.shutdown()
