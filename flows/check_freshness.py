@@ -34,6 +34,7 @@ from vulnattest.services import Services
 P = ParamSpec("P")
 R = TypeVar("R")
 ARTIFACT_KEY = "check-freshness"
+WHAT_IF_ARTIFACT_KEY = "check-freshness-what-if"  # a what-if's verdicts are not the fleet's: kept apart in the UI
 IMAGES_PER_THREAD = 20
 MAX_CHECKS_PER_TASK = 250
 """A check costs milliseconds, a task run ~50 ms of Prefect server CPU: a small fleet gets a thread (and a task run)
@@ -98,8 +99,8 @@ def check_freshness(
                 problems.append(f"alerting crashed ({type(e).__name__}: {e}); this is a vulnattest bug")
     finally:
         services.close()
-    create_markdown_artifact(key=ARTIFACT_KEY, markdown=fleet_markdown(verdicts, problems=problems),
-                             description=counts_text(verdicts))
+    create_markdown_artifact(key=WHAT_IF_ARTIFACT_KEY if options.max_age else ARTIFACT_KEY,
+                             markdown=fleet_markdown(verdicts, problems=problems), description=counts_text(verdicts))
     logger.info("%s", counts_text(verdicts))
     if problems:
         message = f"{len(problems)} problem(s) telling on-call: " + "; ".join(problems)

@@ -63,11 +63,11 @@ def run(config: Path, **params: Any) -> tuple[Any, dict[str, ImageVerdict]]:
     return state, {v.image: v for v in verdicts}
 
 
-def artifact_of(state: Any) -> str:
+def artifact_of(state: Any, key: str = ARTIFACT_KEY) -> str:
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
-            key=ArtifactFilterKey(any_=[ARTIFACT_KEY])))
+            key=ArtifactFilterKey(any_=[key])))
     return str(artifact.data)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prefect.utilities.callables import parameter_schema
 
-from flows.check_freshness import CheckOptions, check_freshness
-from tests.flows.test_check_freshness import attester, run, write_config  # noqa: F401 - fixture
+from flows.check_freshness import WHAT_IF_ARTIFACT_KEY, CheckOptions, check_freshness
+from tests.flows.test_check_freshness import artifact_of, attester, run, write_config  # noqa: F401 - fixture
 from tests.integration.test_freshness import Attester, WebhookReceiver, push
 from vulnattest.alerts import STATE_KEY
 from vulnattest.demo.registry import LocalRegistry
@@ -35,8 +35,9 @@ def test_a_what_if_max_age_tells_no_one_and_changes_nothing(
     attester.attach(image, timedelta(hours=3))
     with WebhookReceiver() as receiver:
         config = write_config(tmp_path, registry, keypair, [ref], [{"webhook": receiver.url}])
-        _, verdicts = run(config, options=CheckOptions(max_age="2h"))  # send_alerts left on: the what-if wins
+        state, verdicts = run(config, options=CheckOptions(max_age="2h"))  # send_alerts left on: the what-if wins
         assert verdicts[ref].verdict is Verdict.STALE
+        assert ref in artifact_of(state, WHAT_IF_ARTIFACT_KEY)  # the fleet's own artifact is not overwritten
         assert receiver.received == []
         assert LocalReportStore(tmp_path / "reports").get(STATE_KEY) is None  # the alert state was not touched
 
