@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -23,12 +23,12 @@ from vulnattest.config import parse_config
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, alpine_image
 from vulnattest.demo.registry import LocalRegistry, push_image
 from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore, identity_token
-from vulnattest.errors import SigningError
+from vulnattest.errors import SigningError, is_transient
 from vulnattest.images import ImageRef
 from vulnattest.registry import ResolvedImage, resolve
 from vulnattest.signing.certificates import RekorBundle, certificate_issuer, certificate_subjects
 from vulnattest.signing.factory import signer_from_settings, verifier_from_settings
-from vulnattest.signing.keyless import KeylessSigner, identity_token_source
+from vulnattest.signing.keyless import CERTIFICATE_MARGIN, KeylessSigner, identity_token_source
 from vulnattest.verification import check_attestations
 
 SUBJECT = "ci@acme.example"
@@ -125,6 +125,40 @@ def test_one_certificate_serves_many_signatures(deployment: Path, sigstore: Fake
     assert first.material is not None and second.material is not None
     assert first.material.certificate == second.material.certificate
     assert first.material.rekor_bundle != second.material.rekor_bundle
+
+
+def test_a_certificate_about_to_lapse_is_replaced_before_it_signs(deployment: Path, sigstore: FakeSigstoreServer):
+    # Rekor must log an entry before its certificate lapses, or no verifier accepts the attestation
+    token = identity_token(subject=SUBJECT, issuer=ISSUER)
+    signer = KeylessSigner.from_trust_config_file(deployment / "trust_config.json", lambda: token)
+    sigstore.certificate_lifetime = CERTIFICATE_MARGIN - timedelta(seconds=10)
+    try:
+        before = len(sigstore.requests)
+        first, second = sign_statement(_tiny("1"), signer), sign_statement(_tiny("2"), signer)
+    finally:
+        sigstore.certificate_lifetime = timedelta(minutes=10)
+    assert sigstore.requests[before:].count("/api/v2/signingCert") == 2
+    assert first.material is not None and second.material is not None
+    assert first.material.certificate != second.material.certificate
+
+
+@pytest.mark.parametrize(("status", "transient"), [(400, False), (401, False), (429, True), (503, True)])
+def test_fulcio_and_rekor_refusals_are_final_and_their_outages_retried(
+    deployment: Path, sigstore: FakeSigstoreServer, status: int, transient: bool
+):
+    token = identity_token(subject=SUBJECT, issuer=ISSUER)
+    for failing in ("Fulcio", "Rekor"):  # the first request of a new signer goes to Fulcio, the second to Rekor
+        signer = KeylessSigner.from_trust_config_file(deployment / "trust_config.json", lambda: token)
+        sigstore.failures[:] = [status] if failing == "Fulcio" else []
+        if failing == "Rekor":
+            sign_statement(_tiny("warm"), signer)  # the certificate is cached: the next request is Rekor's
+            sigstore.failures[:] = [status]
+        try:
+            with pytest.raises(SigningError, match=failing) as raised:
+                sign_statement(_tiny(failing), signer)
+        finally:
+            sigstore.failures.clear()
+        assert is_transient(raised.value) is transient, (failing, raised.value)
 
 
 def test_the_token_file_wins_and_is_reread(tmp_path: Path):

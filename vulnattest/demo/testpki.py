@@ -285,6 +285,8 @@ class FakeSigstoreServer:
     def __init__(self, pki: TestSigstore) -> None:
         self.pki = pki
         self.requests: list[str] = []
+        self.certificate_lifetime = timedelta(minutes=10)  # Fulcio's
+        self.failures: list[int] = []  # statuses to answer the next requests with, as a failing service would
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -313,6 +315,11 @@ class FakeSigstoreServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 fake.requests.append(self.path)
+                if fake.failures:
+                    self.send_response(fake.failures.pop(0))
+                    self.end_headers()
+                    self.wfile.write(b'{"code": 0, "message": "failing as told"}')
+                    return
                 try:
                     if self.path == "/api/v2/signingCert":
                         answer = fake._sign_certificate(body, self.headers.get("Authorization", ""))
@@ -343,7 +350,8 @@ class FakeSigstoreServer:
         public = csr.public_key()
         if not isinstance(public, ec.EllipticCurvePublicKey):
             raise ValueError("only ECDSA keys")
-        leaf = self.pki.issue(public, subject=str(claims.get("email") or claims["sub"]), issuer=str(claims["iss"]))
+        leaf = self.pki.issue(public, subject=str(claims.get("email") or claims["sub"]), issuer=str(claims["iss"]),
+                              lifetime=self.certificate_lifetime)
         chain = [leaf, self.pki.issuing.certificate, self.pki.root.certificate]
         return {"signedCertificateEmbeddedSct": {"chain": {"certificates": [_pem(c).decode() for c in chain]}}}
 

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 TOKEN_ENV = ("SIGSTORE_ID_TOKEN",)
+CERTIFICATE_MARGIN = timedelta(seconds=60)
+"""A cached certificate with less time left is replaced: Rekor must log each entry before its certificate lapses,
+or cosign, Kyverno and vulnattest all refuse the attestation."""
 
 TokenSource = Callable[[], str]
 
@@ -77,6 +81,7 @@ class KeylessSigner:
         self._context = SigningContext.from_trust_config(trust_config)
         self._token_source = token_source
         self._signer: Any = None
+        self._not_after: datetime | None = None
         self._identity: str | None = None
         self._lock = threading.Lock()
 
@@ -124,24 +129,28 @@ class KeylessSigner:
         for _attempt in range(2):
             signer = self._session()
             try:
-                bundle = signer.sign_dsse(statement)
-                break
-            except ExpiredCertificate:
+                signed = self._to_cosign(signer.sign_dsse(statement).to_json())
+            except (ExpiredCertificate, _LoggedTooLate):
                 with self._lock:
                     self._signer = None  # the cached certificate lapsed: get a new one
+                continue
+            except SigningError:  # the bundle is not one cosign's layout can carry
+                raise
             except SigstoreError as e:
                 raise SigningError(f"keyless signing failed: {_plain(e)}") from e
-            except Exception as e:  # requests and Rekor client errors
-                raise TransientSigningError(f"keyless signing failed talking to Fulcio or Rekor: {_plain(e)}") from e
-        else:
-            raise SigningError("keyless signing certificate expired twice in a row; check the system clock")
-        return self._to_cosign(bundle.to_json())
+            except Exception as e:  # Fulcio and Rekor client errors (requests' underneath)
+                error = TransientSigningError if _worth_a_retry(e) else SigningError
+                raise error(f"keyless signing failed talking to Fulcio or Rekor: {_plain(e)}") from e
+            return signed
+        raise SigningError("keyless signing certificate expired twice in a row; check the system clock")
 
     def _session(self) -> Any:
         from sigstore.errors import Error as SigstoreError
         from sigstore.oidc import IdentityToken
 
         with self._lock:
+            if self._not_after is not None and self._not_after - datetime.now(UTC) < CERTIFICATE_MARGIN:
+                self._signer = None  # too close to lapsing for Rekor to log an entry in time
             if self._signer is None:
                 try:
                     token = IdentityToken(self._token_source())
@@ -153,8 +162,9 @@ class KeylessSigner:
                         self._signer = signer
                 except SigstoreError as e:
                     raise SigningError(f"Fulcio refused a signing certificate: {_plain(e)}") from e
-                except Exception as e:  # requests and Fulcio client errors
-                    raise TransientSigningError(f"cannot get a certificate from Fulcio: {_plain(e)}") from e
+                except Exception as e:  # Fulcio client errors (requests' underneath)
+                    error = TransientSigningError if _worth_a_retry(e) else SigningError
+                    raise error(f"cannot get a certificate from Fulcio: {_plain(e)}") from e
                 log.info("keyless signing as %s (issuer %s)", token.identity, token.issuer)
             return self._signer
 
@@ -170,6 +180,9 @@ class KeylessSigner:
                 "one: list a Rekor v1 log (majorApiVersion 1) in the trust config's signing config"
             )
         certificate = x509.load_der_x509_certificate(base64.b64decode(wire.verification_material.certificate.raw_bytes))
+        self._not_after = certificate.not_valid_after_utc
+        if int(entry.integrated_time) > certificate.not_valid_after_utc.timestamp():
+            raise _LoggedTooLate
         rekor = RekorBundle(
             signed_entry_timestamp=base64.b64decode(entry.inclusion_promise.signed_entry_timestamp),
             body=base64.b64decode(entry.canonicalized_body), integrated_time=int(entry.integrated_time),
@@ -195,6 +208,24 @@ class KeylessSigner:
             chain.append(issuer)
             current = issuer
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+
+
+class _LoggedTooLate(Exception):
+    """Rekor logged the entry after the certificate lapsed: no verifier accepts it."""
+
+
+def _worth_a_retry(error: BaseException) -> bool:
+    """Whether a Fulcio or Rekor failure may pass on a retry: no connection, a timeout, 429 or 5xx."""
+    import requests
+
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, requests.ConnectionError | requests.Timeout):
+            return True
+        if isinstance(current, requests.HTTPError) and current.response is not None:
+            return current.response.status_code == 429 or current.response.status_code >= 500
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _plain(error: Exception) -> str:
