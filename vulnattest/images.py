@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from vulnattest.errors import ImageRefError
 
 DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = frozenset({"index.docker.io", "registry-1.docker.io"})  # docker names them all docker.io
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)  # docker's [A-Za-z0-9_]: no other letters
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _HOST = re.compile(
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?$"  # name[:port]
@@ -52,6 +53,7 @@ class ImageRef:
             path, tag = name, maybe_tag
             if not _TAG.match(tag):
                 raise ImageRefError(f"invalid image reference {text!r}: bad tag {tag!r}")
+        registry = DOCKER_HUB if registry in _DOCKER_HUB_ALIASES else registry
         if not _HOST.match(registry):
             raise ImageRefError(f"invalid image reference {text!r}: bad registry host {registry!r}")
         components = path.split("/")

@@ -20,6 +20,8 @@ DIGEST = "sha256:" + "a" * 64
         (f"ghcr.io/a/b@{DIGEST}", "ghcr.io", "a/b", None, DIGEST),
         (f"ghcr.io/a/b:v1@{DIGEST}", "ghcr.io", "a/b", "v1", DIGEST),
         ("[::1]:5000/x/y:z", "[::1]:5000", "x/y", "z", None),
+        ("index.docker.io/nginx:1", "docker.io", "library/nginx", "1", None),  # docker's names for Docker Hub
+        ("registry-1.docker.io/org/app", "docker.io", "org/app", "latest", None),
     ],
 )
 def test_parses_docker_references(text: str, registry: str, repository: str, tag: str | None, digest: str | None):
@@ -37,6 +39,7 @@ def test_parses_docker_references(text: str, registry: str, repository: str, tag
         ("app@sha256:short", "digest must be sha256"),
         ("app:bad tag", "expected [registry/]repository"),
         ("app:-dash", "bad tag"),
+        ("app:tåg", "bad tag"),  # docker's tags are ASCII
     ],
 )
 def test_rejects_malformed_references_naming_them(text: str, complaint: str):
