@@ -20,7 +20,6 @@ No timing is asserted: this is a measurement, run by hand or as a CI smoke.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -102,7 +101,7 @@ def trivy_alone(scanner: TrivyScanner, images: list[ResolvedImage], concurrency:
     def scan(image: ResolvedImage) -> float:
         started = time.perf_counter()
         done = subprocess.run(scanner.command(image), capture_output=True, check=False,
-                              env={**os.environ, "TRIVY_NO_PROGRESS": "true"})
+                              env=scanner.environment())
         if done.returncode != 0:
             raise RuntimeError(f"trivy failed on {image.scan_ref}: {done.stderr.decode()[-2000:]}")
         return time.perf_counter() - started

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import DemoImages
 from vulnattest.demo.registry import LocalRegistry
-from vulnattest.errors import ScanError
+from vulnattest.errors import ScanError, is_transient
 from vulnattest.images import ImageRef
 from vulnattest.registry import resolve
 from vulnattest.scanners.trivy import TrivyScanner, parse_findings
@@ -74,16 +74,21 @@ def test_a_missing_binary_says_how_to_install(registry: LocalRegistry, demo_imag
         _scanner(trivy_cache, binary="no-such-trivy").scan(image)
 
 
-def test_a_crashing_scanner_fails_with_its_output(
-    registry: LocalRegistry, demo_images: DemoImages, trivy_cache: Path, tmp_path: Path
+def test_a_crashing_scanner_fails_with_its_output_and_never_saw_a_signing_secret(
+    registry: LocalRegistry, demo_images: DemoImages, trivy_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    for name in ("VULNATTEST_KEY_PASSWORD", "COSIGN_PASSWORD", "SIGSTORE_ID_TOKEN"):
+        monkeypatch.setenv(name, "s3cr3t-" + name)
     fake = tmp_path / "trivy"
     fake.write_text("#!/bin/sh\nif [ \"$1\" = version ]; then echo '{\"Version\":\"0.0.1\"}'; exit 0; fi\n"
-                    "echo 'panic: runtime error: index out of range' >&2; exit 2\n")
+                    f"env > {tmp_path}/env\necho 'panic: runtime error: index out of range' >&2; exit 2\n")
     fake.chmod(0o755)
     image = resolve(registry.client(), ImageRef.parse(demo_images.alpine))
-    with pytest.raises(ScanError, match="panic: runtime error: index out of range"):
+    with pytest.raises(ScanError, match="panic: runtime error: index out of range") as raised:
         _scanner(trivy_cache, binary=str(fake)).scan(image)
+    assert not is_transient(raised.value)  # a crash is no outage: retrying would crash again
+    seen = (tmp_path / "env").read_text()
+    assert "TRIVY_NO_PROGRESS=true" in seen and "s3cr3t-" not in seen
     fake.write_text("#!/bin/sh\necho 'not json at all'\n")
     with pytest.raises(ScanError, match="not JSON"):
         _scanner(trivy_cache, binary=str(fake)).scan(image)

@@ -104,6 +104,14 @@ class TrivyScanner:
             cmd.append("--insecure")
         return [*cmd, image.scan_ref]
 
+    def environment(self) -> dict[str, str]:
+        """Trivy's environment: this process's, less the signing secrets (Trivy needs none of them)."""
+        from vulnattest.signing.keyfile import PASSWORD_ENV
+        from vulnattest.signing.keyless import TOKEN_ENV
+
+        secrets = {*PASSWORD_ENV, *TOKEN_ENV}
+        return {**{k: v for k, v in os.environ.items() if k not in secrets}, "TRIVY_NO_PROGRESS": "true"}
+
     def scan(self, image: ResolvedImage) -> ScanReport:
         """Scan `image` and return Trivy's JSON report with the true start and finish times."""
         cmd = self.command(image)
@@ -111,7 +119,7 @@ class TrivyScanner:
         try:
             done = subprocess.run(
                 cmd, capture_output=True, timeout=self.timeout.total_seconds() + 30, check=False,
-                env={**os.environ, "TRIVY_NO_PROGRESS": "true"},
+                env=self.environment(),
             )
         except subprocess.TimeoutExpired as e:
             raise TransientScanError(
