@@ -9,6 +9,7 @@ check catches moto's DIGEST behaviour rather than shipping an unverifiable attes
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -118,6 +119,14 @@ def test_a_key_that_cannot_sign_ecdsa_p256_is_refused(kms: Any, s3_endpoint: str
 def test_an_unreachable_kms_is_transient(alias: str):
     with pytest.raises(TransientError, match="cannot connect"):
         AwsKmsSigner.from_uri(alias, endpoint_url="http://127.0.0.1:9", region="us-east-1")
+
+
+def test_no_region_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))  # no profile that names one either
+    with pytest.raises(SigningError, match=r"cannot open AWS KMS for awskms:///alias/x: .*set AWS_REGION"):
+        AwsKmsSigner.from_uri("awskms:///alias/x")
 
 
 def test_a_kms_that_stops_answering_is_worth_a_retry(silent_endpoint: str):
