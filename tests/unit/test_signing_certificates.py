@@ -246,3 +246,23 @@ def test_older_certificates_with_only_the_v1_issuer_extension_are_read(pki: Test
     )
     assert certificate_issuer(cert) == "https://accounts.google.com"
     assert certificate_subjects(cert) == ["old@acme.example"]
+
+
+def test_of_the_san_other_names_only_fulcios_username_is_an_identity():
+    from cryptography import x509
+
+    from vulnattest.signing.certificates import certificate_subjects
+
+    def utf8(text: str) -> bytes:
+        return b"\x0c" + bytes([len(text)]) + text.encode()
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    san = x509.SubjectAlternativeName([
+        x509.OtherName(x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.7"), utf8("alice")),  # Fulcio's username
+        x509.OtherName(x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3"), utf8("mallory@corp.example")),  # a UPN
+    ])
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(1))
+            .add_extension(san, critical=True).sign(key, hashes.SHA256()))
+    assert certificate_subjects(cert) == ["alice"]  # cosign reads no other other name as an identity

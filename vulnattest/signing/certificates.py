@@ -46,6 +46,7 @@ from vulnattest.signing.interface import CertificateMaterial, VerifiedSigner, pa
 
 OIDC_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 OIDC_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
+FULCIO_USERNAME = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.7")  # the SAN other name Fulcio writes a username in
 TRUSTED_ROOT_MEDIA_TYPE = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
@@ -276,7 +277,8 @@ def _first_error(error: ValidationError) -> str:
 
 
 def certificate_subjects(cert: x509.Certificate) -> list[str]:
-    """The identities a certificate names: its SAN emails, URIs, DNS names and UTF-8 other names."""
+    """The identities a certificate names: its SAN emails, URIs, DNS names, and Fulcio's username other name (the
+    only other name cosign reads as an identity)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -287,6 +289,8 @@ def certificate_subjects(cert: x509.Certificate) -> list[str]:
         *san.get_values_for_type(x509.DNSName),
     ]
     for other in san.get_values_for_type(x509.OtherName):
+        if other.type_id != FULCIO_USERNAME:
+            continue
         text = _der_utf8(other.value)
         if text is not None:
             subjects.append(text)
