@@ -23,6 +23,7 @@ from pydantic import (
 from vulnattest.errors import ConfigError, ImageRefError
 from vulnattest.images import ImageRef
 from vulnattest.scanners.interface import SEVERITIES, Severity
+from vulnattest.text import go_regexp
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
@@ -147,7 +148,7 @@ class CertificateIdentitySettings(_Strict):
         for pattern in (self.subject_regexp, self.issuer_regexp):
             if pattern is not None:
                 try:
-                    re.compile(pattern)
+                    go_regexp(pattern)
                 except re.error as e:
                     raise ValueError(f"invalid regular expression {pattern!r}: {e}") from e
         return self

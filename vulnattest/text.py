@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 
@@ -21,3 +22,16 @@ def short_digest(digest: str | None) -> str:
 def md_cell(text: str) -> str:
     """Text made safe for one markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def go_regexp(pattern: str) -> re.Pattern[str]:
+    """Compile a Go (RE2) regular expression, as cosign and Kyverno match identities with, into Python's: Go's
+    end of text ``\\z`` is Python's ``\\Z``. (Go's ``$`` never matches before a final newline, Python's does: see
+    `go_search`.)"""
+    return re.compile(pattern.replace(r"\z", r"\Z"))
+
+
+def go_search(pattern: str, value: str) -> bool:
+    """Whether `pattern` matches anywhere in `value` as Go's ``MatchString`` would."""
+    # no identity holds a newline; refusing one is the safe side of where Go and Python differ (a `$` before it)
+    return "\n" not in value and go_regexp(pattern).search(value) is not None

@@ -124,3 +124,15 @@ def test_every_alert_channel_is_known_by_its_configured_name():
     config = parse_config("alerts:\n  - {webhook: https://h.example/a, name: slack}\n"
                           "  - {prefect_block: slack, name: oncall}\n  - {prefect_block: slack}\n")
     assert [c.id for c in alert_channels(config.alerts)] == ["slack", "oncall", "prefect-block:slack"]
+
+
+def test_identity_regexps_are_matched_as_go_matches_them():
+    from vulnattest.text import go_search
+
+    pattern = r"^https://github\.com/acme/.+@refs/heads/main$"
+    assert go_search(pattern, "https://github.com/acme/ci.yml@refs/heads/main")
+    assert not go_search(pattern, "https://github.com/acme/ci.yml@refs/heads/main\n")  # Python's $ would match
+    assert go_search(r"@refs/heads/main\z", "x@refs/heads/main")  # Go's end of text; a compile error in Python
+    config = parse_config("signing:\n  key: keyless\n  identities:\n"
+                          "    - {subject_regexp: 'main\\z', issuer: https://token.actions.githubusercontent.com}\n")
+    assert config.signing.identities[0].subject_regexp == r"main\z"

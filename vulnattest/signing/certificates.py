@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vulnattest.errors import SigningError, VerificationError
 from vulnattest.signing.interface import CertificateMaterial, VerifiedSigner, pae
+from vulnattest.text import go_search
 
 OIDC_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 OIDC_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -89,7 +90,7 @@ class CertificateIdentity:
 def _match(value: str, exact: str | None, pattern: str | None) -> bool:
     if exact is not None:
         return value == exact
-    return pattern is not None and re.search(pattern, value) is not None
+    return pattern is not None and go_search(pattern, value)
 
 
 @dataclass(frozen=True)
