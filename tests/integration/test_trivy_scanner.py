@@ -98,3 +98,16 @@ def test_findings_parser_rejects_what_is_not_a_trivy_report():
     with pytest.raises(ScanError, match="not a Trivy JSON report"):
         parse_findings({"Results": "nope"})
     assert parse_findings({"SchemaVersion": 2, "Results": [{"Target": "x"}]}) == ()
+
+
+@pytest.mark.parametrize("variable", ["TRIVY_CACHE_DIR", "XDG_CACHE_HOME"])
+def test_without_a_cache_dir_the_db_is_read_where_trivy_keeps_it(
+    trivy_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+):
+    monkeypatch.delenv("TRIVY_CACHE_DIR", raising=False)
+    if variable == "XDG_CACHE_HOME":
+        (tmp_path / "trivy").symlink_to(trivy_cache)
+    monkeypatch.setenv(variable, str(trivy_cache if variable == "TRIVY_CACHE_DIR" else tmp_path))
+    metadata = json.loads((trivy_cache / "db" / "metadata.json").read_text())
+    info = TrivyScanner(offline=True).info()
+    assert (info.db_version, info.db_updated_at) == (str(metadata["Version"]), metadata["UpdatedAt"])

@@ -143,7 +143,7 @@ class TrivyScanner:
     def info(self) -> ScannerInfo:
         """Scanner and DB identity for the predicate (the DB metadata is reread, since scans may update it)."""
         version = self._trivy_version()
-        meta = _db_metadata(self.cache_dir or Path.home() / ".cache" / "trivy")
+        meta = _db_metadata(self.cache_dir or _default_cache_dir())
         return ScannerInfo(
             uri=f"pkg:github/aquasecurity/trivy@{version}",
             version=version,
@@ -173,6 +173,13 @@ class TrivyScanner:
                 except (subprocess.SubprocessError, ValueError, KeyError) as e:
                     raise ScanError(f"cannot read the version of {self.binary!r}: {e}") from e
             return self._version
+
+
+def _default_cache_dir() -> Path:
+    """Where Trivy keeps its DB when no --cache-dir is given: TRIVY_CACHE_DIR, else the user cache directory."""
+    if os.environ.get("TRIVY_CACHE_DIR"):
+        return Path(os.environ["TRIVY_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trivy"
 
 
 def _db_metadata(cache_dir: Path) -> dict[str, Any]:
