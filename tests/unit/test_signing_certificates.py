@@ -182,6 +182,15 @@ def test_an_sct_from_an_unknown_ct_log_is_refused(pki: TestSigstore, trust: Trus
         _verifier(trust).verify_dsse(IN_TOTO, PAYLOAD, [signature], material)
 
 
+def test_an_sct_stamped_outside_its_ct_log_keys_validity_is_refused(pki: TestSigstore, trust: TrustMaterial):
+    signature, material = _signed(pki)
+    retired = replace(trust, ctlog_keys=tuple(replace(k, valid_until=datetime.now(UTC) - timedelta(days=1))
+                                              for k in trust.ctlog_keys))
+    with pytest.raises(VerificationError, match="no SCT on the signing certificate verifies"):
+        _verifier(retired).verify_dsse(IN_TOTO, PAYLOAD, [signature], material)
+    assert _verifier(trust).verify_dsse(IN_TOTO, PAYLOAD, [signature], material).identity == SUBJECT
+
+
 def test_a_key_signed_attestation_is_not_a_certificate_identity(trust: TrustMaterial):
     with pytest.raises(VerificationError, match="no signing certificate"):
         _verifier(trust).verify_dsse(IN_TOTO, PAYLOAD, [b"sig"], None)

@@ -515,8 +515,9 @@ class CertificateVerifier:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).digest()
         for sct in scts:
             key = next((k for k in self.trust.ctlog_keys if k.log_id == sct.log_id), None)
-            signed = sct_signed_data(sct, leaf, issuer_key_hash)
-            if key is not None and verify_with_log_key(key.key, sct.signature, signed):
+            if key is None or not key.usable_at(sct.timestamp.replace(tzinfo=UTC)):  # a retired log's key: no
+                continue
+            if verify_with_log_key(key.key, sct.signature, sct_signed_data(sct, leaf, issuer_key_hash)):
                 return
         raise VerificationError("no SCT on the signing certificate verifies with a trusted CT log key")
 
