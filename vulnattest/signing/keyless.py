@@ -132,7 +132,7 @@ class KeylessSigner:
                 signed = self._to_cosign(signer.sign_dsse(statement).to_json())
             except (ExpiredCertificate, _LoggedTooLate):
                 with self._lock:
-                    self._signer = None  # the cached certificate lapsed: get a new one
+                    self._signer, self._not_after = None, None  # the cached certificate lapsed: get a new one
                 continue
             except SigningError:  # the bundle is not one cosign's layout can carry
                 raise
@@ -150,7 +150,7 @@ class KeylessSigner:
 
         with self._lock:
             if self._not_after is not None and self._not_after - datetime.now(UTC) < CERTIFICATE_MARGIN:
-                self._signer = None  # too close to lapsing for Rekor to log an entry in time
+                self._signer, self._not_after = None, None  # too close to lapsing for Rekor to log an entry in time
             if self._signer is None:
                 try:
                     token = IdentityToken(self._token_source())
