@@ -191,6 +191,21 @@ def test_an_sct_stamped_outside_its_ct_log_keys_validity_is_refused(pki: TestSig
     assert _verifier(trust).verify_dsse(IN_TOTO, PAYLOAD, [signature], material).identity == SUBJECT
 
 
+def test_a_certificate_authority_counts_only_while_the_trust_root_says_it_served(pki: TestSigstore):
+    signature, material = _signed(pki)
+    for window, accepted in (({"start": "2020-01-01T00:00:00Z"}, True),
+                             ({"start": "2020-01-01T00:00:00Z", "end": "2021-01-01T00:00:00Z"}, False)):
+        root = json.loads(pki.trusted_root_json())
+        for authority in root["certificateAuthorities"]:
+            authority["validFor"] = window
+        verifier = _verifier(TrustMaterial.from_trusted_root(json.dumps(root).encode(), "trusted_root.json"))
+        if accepted:
+            assert verifier.verify_dsse(IN_TOTO, PAYLOAD, [signature], material).identity == SUBJECT
+        else:
+            with pytest.raises(VerificationError, match="does not chain to a trusted root"):
+                verifier.verify_dsse(IN_TOTO, PAYLOAD, [signature], material)
+
+
 def test_a_key_signed_attestation_is_not_a_certificate_identity(trust: TrustMaterial):
     with pytest.raises(VerificationError, match="no signing certificate"):
         _verifier(trust).verify_dsse(IN_TOTO, PAYLOAD, [b"sig"], None)

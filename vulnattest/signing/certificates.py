@@ -25,7 +25,7 @@ import json
 import re
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,8 @@ class TrustMaterial:
     rekor_keys: tuple[LogKey, ...] = ()
     ctlog_keys: tuple[LogKey, ...] = ()
     source: str = "trust material"
+    # when a trusted_root.json's certificate authority was in service (its validFor), by certificate
+    in_service: tuple[tuple[x509.Certificate, datetime | None, datetime | None], ...] = ()
 
     @property
     def roots(self) -> list[x509.Certificate]:
@@ -128,6 +130,12 @@ class TrustMaterial:
         """CA certificates that are not self-signed."""
         return [c for c in self.certificates if c.issuer != c.subject]
 
+    def serving_at(self, moment: datetime) -> TrustMaterial:
+        """This material without the certificate authorities that were not in service at `moment`."""
+        retired = [c for c, start, end in self.in_service
+                   if (start is not None and moment < start) or (end is not None and moment > end)]
+        return replace(self, certificates=tuple(c for c in self.certificates if c not in retired))
+
     @classmethod
     def from_trusted_root(cls, data: bytes, source: str) -> TrustMaterial:
         """Parse a Sigstore ``trusted_root.json`` (what ``cosign``, sigstore-python and the TUF repository use)."""
@@ -138,15 +146,16 @@ class TrustMaterial:
         if wire.media_type != TRUSTED_ROOT_MEDIA_TYPE:
             raise SigningError(f"{source}: media type {wire.media_type!r} is not {TRUSTED_ROOT_MEDIA_TYPE!r}")
         try:
-            certificates = tuple(
-                x509.load_der_x509_certificate(base64.b64decode(raw.raw_bytes))
+            in_service = tuple(
+                (x509.load_der_x509_certificate(base64.b64decode(raw.raw_bytes)), authority.valid_for.start,
+                 authority.valid_for.end)
                 for authority in wire.certificate_authorities for raw in authority.cert_chain.certificates
             )
             rekor = tuple(log.to_log_key() for log in wire.tlogs)
             ctlogs = tuple(log.to_log_key() for log in wire.ctlogs)
         except (ValueError, binascii.Error) as e:
             raise SigningError(f"{source}: a certificate or key does not parse: {e}") from e
-        return cls(certificates, rekor, ctlogs, source)
+        return cls(tuple(c for c, _, _ in in_service), rekor, ctlogs, source, in_service)
 
     @classmethod
     def from_files(
@@ -165,7 +174,8 @@ class TrustMaterial:
         rekor = [*material.rekor_keys, *(load_pem_log_key(_read(path), str(path)) for path in rekor_public_keys)]
         ctlogs = [*material.ctlog_keys, *(load_pem_log_key(_read(path), str(path)) for path in ctlog_public_keys)]
         sources = [str(p) for p in (trusted_root, roots, *rekor_public_keys, *ctlog_public_keys) if p]
-        return cls(tuple(certificates), tuple(rekor), tuple(ctlogs), ", ".join(sources) or "no files")
+        return cls(tuple(certificates), tuple(rekor), tuple(ctlogs), ", ".join(sources) or "no files",
+                   material.in_service)
 
     @classmethod
     def public_good(cls) -> TrustMaterial:
@@ -225,6 +235,7 @@ class _CertChain(_Wire):
 
 class _CertificateAuthority(_Wire):
     cert_chain: _CertChain = Field(alias="certChain")
+    valid_for: _ValidFor = Field(default_factory=_ValidFor, alias="validFor")
 
 
 class _TrustedRoot(_Wire):
@@ -489,12 +500,13 @@ class CertificateVerifier:
             x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None)
         ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
             x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None)
-        verifier = (
-            PolicyBuilder().store(Store(self.trust.roots)).time(signed_at)
-            .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy).build_client_verifier()
-        )
-        intermediates = [*[c for c in chain if c.issuer != c.subject], *self.trust.intermediates]
+        trust = self.trust.serving_at(signed_at)  # a certificate authority counts only while it was in service
         try:
+            verifier = (
+                PolicyBuilder().store(Store(trust.roots)).time(signed_at)
+                .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy).build_client_verifier()
+            )
+            intermediates = [*[c for c in chain if c.issuer != c.subject], *trust.intermediates]
             return list(verifier.verify(leaf, intermediates).chain)
         except (X509VerificationError, ValueError) as e:
             raise VerificationError(
