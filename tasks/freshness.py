@@ -33,7 +33,7 @@ from vulnattest.alerts import (
     load_state,
     save_state,
 )
-from vulnattest.config import AlertChannelSettings
+from vulnattest.config import AlertChannelSettings, channel_id
 from vulnattest.errors import TransientError, VulnattestError
 from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text
 from vulnattest.images import ImageRef
@@ -160,8 +160,8 @@ class PrefectBlockChannel:
 
     @property
     def id(self) -> str:
-        """The configured name, else ``prefect-block:<block>``; the block keeps its secrets."""
-        return self.name or f"prefect-block:{self.block}"
+        """The configured name, else ``prefect-block:<block>`` (`channel_id`); the block keeps its secrets."""
+        return channel_id(self.name, block=self.block)
 
     def send(self, message: Message) -> None:
         """Load the block and notify; network failures and 429/5xx answers are transient."""

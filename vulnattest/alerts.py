@@ -23,7 +23,7 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from vulnattest import __version__
-from vulnattest.config import format_duration
+from vulnattest.config import channel_id, format_duration
 from vulnattest.errors import TransientError, VulnattestError
 from vulnattest.freshness import ImageVerdict, OnCallCommands, Verdict, worst_first
 from vulnattest.storage.interface import ObjectKey, ReportStore, StoredObject
@@ -399,11 +399,8 @@ class WebhookChannel:
 
     @property
     def id(self) -> str:
-        """The configured name, else ``webhook:<host>#<hash of the URL>``."""
-        if self.name:
-            return self.name
-        fingerprint = hashlib.sha256(self.url.get_secret_value().encode()).hexdigest()[:10]
-        return f"webhook:{urlparse(self.url.get_secret_value()).netloc.rpartition('@')[2]}#{fingerprint}"
+        """The configured name, else ``webhook:<host>#<hash of the URL>`` (`channel_id`)."""
+        return channel_id(self.name, webhook=self.url)
 
     @property
     def redacted_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -316,6 +317,18 @@ class PolicySettings(_Strict):
     overrides: tuple[PolicyOverride, ...] = Field((), description="per-image changes, applied in order")
 
 
+def channel_id(name: str | None, *, webhook: SecretStr | None = None, block: str | None = None) -> str:
+    """What the alert state knows a channel by: its configured name, else ``webhook:<host>#<hash of the URL>`` (the
+    URL may hold a token) or ``prefect-block:<block>``."""
+    if name:
+        return name
+    if webhook is not None:
+        url = webhook.get_secret_value()
+        fingerprint = hashlib.sha256(url.encode()).hexdigest()[:10]
+        return f"webhook:{urlparse(url).netloc.rpartition('@')[2]}#{fingerprint}"
+    return f"prefect-block:{block}"
+
+
 class AlertChannelSettings(_Strict):
     """One alert channel: a plain JSON webhook, or a Prefect notification block saved under a name."""
 
@@ -323,6 +336,11 @@ class AlertChannelSettings(_Strict):
     prefect_block: str | None = Field(None, min_length=1, description="name of a saved notification block")
     name: str | None = Field(None, min_length=1, description="how alerts and logs name this channel")
     timeout: Duration = Field(timedelta(seconds=10), description="per-request timeout (webhook)")
+
+    @property
+    def id(self) -> str:
+        """The channel's `channel_id`."""
+        return channel_id(self.name, webhook=self.webhook, block=self.prefect_block)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> AlertChannelSettings:
@@ -357,12 +375,10 @@ class FleetConfig(_Strict):
     @field_validator("alerts")
     @classmethod
     def _distinct_channels(cls, alerts: tuple[AlertChannelSettings, ...]) -> tuple[AlertChannelSettings, ...]:
-        # the alert state keeps what each channel was told under the channel's id (its name, else its URL or
-        # ``prefect-block:<block>``): two alike would share it
-        seen: dict[object, int] = {}
+        # the alert state keeps what each channel was told under the channel's id: two alike would share it
+        seen: dict[str, int] = {}
         for i, channel in enumerate(alerts):
-            key = channel.name or (("url", channel.webhook.get_secret_value()) if channel.webhook
-                                   else f"prefect-block:{channel.prefect_block}")
+            key = channel.id
             if key in seen:
                 raise ValueError(f"alerts[{i}] is the same channel as alerts[{seen[key]}] (same name, or same URL or "
                                  "block); give each channel a distinct name")
