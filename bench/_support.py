@@ -121,6 +121,17 @@ def process_peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak resident set (VmHWM) afresh from its current size (Linux: clear_refs 5), so a phase's
+    peak is its own, not that of building the images before it."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def self_peak_rss_mb() -> float:
+    """This process's peak resident set since the last `reset_peak_rss` (or its start), in MiB."""
+    return process_peak_rss_mb(os.getpid())
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, as uptime prints them."""
     one, five, fifteen = os.getloadavg()

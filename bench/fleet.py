@@ -88,8 +88,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3,
                         help="measure (a) and (b) this many times, each from an empty layer cache, taking turns at "
                              "going first; RESULT gives the median of the rounds' ratios (default 3)")
-    parser.add_argument("--images-per-task", type=int,
-                        help="the flow's images_per_task parameter: most images per task run (default 50)")
     parser.add_argument("--workdir", type=Path, help="keep the registry, caches and reports here (default: a temp dir)")
     return parser.parse_args()
 
@@ -108,17 +106,20 @@ def trivy_alone(scanner: TrivyScanner, images: list[ResolvedImage], concurrency:
 
     cpu = CpuMeter.read(*pids)
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        per_image = list(pool.map(scan, images))
+    scanner.open()  # the local Trivy server, started and stopped within the phase as the flow does
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            per_image = list(pool.map(scan, images))
+    finally:
+        scanner.close()
     return TrivyRun(time.perf_counter() - started, per_image, CpuMeter.read(*pids) - cpu)
 
 
-def scan_and_attest_run(config: Path, pids: tuple[int, int], images_per_task: int | None) -> TimedFlowRun:
+def scan_and_attest_run(config: Path, pids: tuple[int, int]) -> TimedFlowRun:
     """Run the flow in this process against the server and time it."""
     from flows.scan_and_attest import scan_and_attest
 
-    options = {"images_per_task": images_per_task} if images_per_task else {}
-    return TimedFlowRun.of(lambda: scan_and_attest(config_path=str(config), return_state=True, **options), pids)
+    return TimedFlowRun.of(lambda: scan_and_attest(config_path=str(config), return_state=True), pids)
 
 
 def registry_work(host: str, refs: list[str], key: Path, registry_pid: int) -> RegistryWork:
@@ -198,7 +199,7 @@ def measure(args: argparse.Namespace, root: Path) -> None:
             def measure_b() -> None:
                 cache = fresh_cache(root / "db-template", root, "cache-flow")
                 config = write_config(root / "fleet.yaml", refs, registry.host, cache, key, args.concurrency)
-                flows.append(scan_and_attest_run(config, pids, args.images_per_task))
+                flows.append(scan_and_attest_run(config, pids))
 
             for step in (measure_a, measure_b) if round_ % 2 else (measure_b, measure_a):
                 quiesce(*pids)

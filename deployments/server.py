@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from vulnattest.demo.service import LocalService
+from vulnattest.localservice import LocalService
 
 
 class LocalPrefectServer(LocalService):

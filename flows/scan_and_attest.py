@@ -1,39 +1,51 @@
-"""The scan-and-attest flow: for every image, resolve → scan → hash → store → verify → attest."""
+"""The scan-and-attest flow: for every image, scan (resolve, Trivy) → hash → store → verify → attest, as task runs."""
 
 from __future__ import annotations
 
+import time
+from typing import Any, cast
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from flows import fleet_config, key_password
-from tasks.attest import ImageBatch, ImageRun, attest_images
-from tasks.batching import BatchPlan, run_batches
+from flows.chains import Chain, ChainRunner
 from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
+from tasks.stages import attest, hash_report, scan, store, verify
 from vulnattest.attestations import Invocation
-from vulnattest.attestations.cosign import CosignAttacher
+from vulnattest.attestations.cosign import AttachResult, CosignAttacher
+from vulnattest.config import MAX_CONCURRENCY
 from vulnattest.errors import VulnattestError
+from vulnattest.images import ImageRef
 from vulnattest.outcomes import ImageOutcome, summary_markdown
+from vulnattest.scanners.interface import ScanReport
 from vulnattest.services import Services
+from vulnattest.storage import VerifiedReport
 
 ARTIFACT_KEY = "scan-and-attest-summary"
 
 
-@flow(name="scan-and-attest", log_prints=False)
-def scan_and_attest(
-    config_path: str | None = None, images: list[str] | None = None, images_per_task: int | None = None
-) -> list[ImageOutcome]:
+# the chains keep at most `concurrency` task runs in flight: the pool only needs room for the most a config allows
+# (cast: Prefect types the parameter with an invariant future type that its own runners do not match)
+_TASK_RUNNER = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))
+
+
+@flow(name="scan-and-attest", log_prints=False, task_runner=_TASK_RUNNER)
+def scan_and_attest(config_path: str | None = None, images: list[str] | None = None) -> list[ImageOutcome]:
     """Scan every image of the fleet and attach a fresh signed vuln attestation; fail naming the images that failed.
 
-    Each task run takes up to `images_per_task` images (default 50) through every stage, pulling the next from
-    the fleet as it finishes one; each image's stage timings and outcome are its own. Where a registry has a
-    ``registry:<host>`` global concurrency limit, the run holds slots of it while it works (see scan-fleet-in-batches).
+    Each image goes through five task runs (scan, hash, store, verify, attest), `concurrency` images at a time;
+    one image's failure stops only its own chain. Where a registry has a ``registry:<host>`` global concurrency
+    limit, the run holds slots of it while it works (see scan-fleet-in-batches) and keeps within them.
     """
     logger = get_run_logger()
     config = fleet_config(config_path, images)
-    if images_per_task is not None and images_per_task < 1:
-        raise VulnattestError(f"images_per_task must be at least 1, not {images_per_task}")
+    refs = config.image_refs()
     services = Services.for_attesting(config, key_password=key_password(config.signing))
     locks = None
     if config.attach_lock == "prefect":
@@ -41,22 +53,20 @@ def scan_and_attest(
         locks = PrefectAttachLocks()
         services.attacher = CosignAttacher(lock=locks)
     invocation = Invocation(event_id=str(flow_run.id or ""), uri=str(flow_run.ui_url or ""))
-    runs = [ImageRun(ref) for ref in config.image_refs()]
-    workers = min(config.concurrency, len(runs))
-    plan = BatchPlan(runs, images_per_task)
-    logger.info("scanning %d image(s), %d at a time, up to %d per task run", len(runs), workers, plan.size)
+    workers = min(config.concurrency, len(refs))
+    logger.info("scanning %d image(s), %d at a time", len(refs), workers)
     try:
-        with RegistrySlots.hold([run.ref for run in runs], workers) as slots:
-            run_batches(plan, workers, lambda batch: _attest(ImageBatch(batch, slots), invocation, services), "image")
-    except VulnattestError as e:  # no registry slots within the wait: every image not attested says why
+        with RegistrySlots.hold(refs, workers) as slots:
+            runner: ChainRunner[ImageRef, ImageOutcome] = ChainRunner(workers, lambda ref: ref.registry, slots.held)
+            timeout = config.image_timeout.total_seconds()
+            outcomes = runner.run((ref, _attest_image(ref, services, invocation, timeout)) for ref in refs)
+    except VulnattestError as e:  # no registry slots within the wait: every image says why
         logger.error("%s", e)
-        for run in runs:
-            run.give_up(e)
+        outcomes = [ImageOutcome(image=str(ref), failed_stage="scan", error=str(e)) for ref in refs]
     finally:
         services.close()
         if locks is not None:
             locks.close()
-    outcomes = [run.outcome() for run in runs]
     create_markdown_artifact(
         key=ARTIFACT_KEY, markdown=summary_markdown(outcomes),
         description=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} images attested",
@@ -71,9 +81,62 @@ def scan_and_attest(
     return outcomes
 
 
-def _attest(batch: ImageBatch, invocation: Invocation, services: Services) -> None:
-    """Run one batch's task; never raises, so one batch cannot stop the others (its images carry the outcome)."""
+class _Progress:
+    """Where one image's chain is, how long each stage took, and what it produced, for its outcome."""
+
+    def __init__(self, ref: ImageRef) -> None:
+        self.ref = ref
+        self.stage = "scan"
+        self.seconds: dict[str, float] = {}
+        self._started = time.monotonic()
+
+    def at(self, stage: str, future: PrefectFuture[Any]) -> PrefectFuture[Any]:
+        """Note that `stage` starts now (the previous one ended), and pass its future on."""
+        self._end()
+        self.stage = stage
+        return future
+
+    def _end(self) -> None:
+        now = time.monotonic()
+        self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + now - self._started
+        self._started = now
+
+    def failed(self, error: BaseException) -> ImageOutcome:
+        """The outcome of an image whose chain stopped at the current stage."""
+        self._end()
+        return ImageOutcome(image=str(self.ref), failed_stage=self.stage, error=str(error) or type(error).__name__,
+                            seconds=self.seconds)
+
+    def attested(self, report: ScanReport, verified: VerifiedReport, attached: AttachResult) -> ImageOutcome:
+        """The outcome of an image attested."""
+        self._end()
+        return ImageOutcome(
+            image=str(self.ref), digest=report.image.digest, counts=report.counts, report_uri=verified.uri,
+            report_sha256=verified.sha256, attestation_digest=attached.manifest_digest, replaced=attached.replaced,
+            seconds=self.seconds,
+        )
+
+
+def _attest_image(ref: ImageRef, services: Services, invocation: Invocation, timeout: float) -> Chain[ImageOutcome]:
+    """One image's chain of task runs. Each stage starts only once the one before it succeeded, so no attest task
+    runs for a report that verify did not read back and match; the report is passed on `quote`d (Prefect need
+    not walk it) with the task it came from as an explicit upstream."""
+    progress = _Progress(ref)
+    until = time.time() + timeout
     try:
-        attest_images(batch, invocation, services)
-    except Exception as e:  # noqa: BLE001 - whatever stopped the task run is each unfinished image's outcome
-        batch.give_up(e)
+        # return_state=False picks the typed overload that takes `quote`d arguments
+        scanned = scan.submit(ref, quote(services), until, return_state=False)
+        report: ScanReport = yield progress.at("scan", scanned)
+        hashed = hash_report.submit(quote(report), return_state=False, wait_for=[scanned])
+        yield progress.at("hash", hashed)
+        stored = store.submit(quote(report), hashed, quote(services), until, return_state=False, wait_for=[scanned])
+        yield progress.at("store", stored)
+        verified_future = verify.submit(quote(report), stored, hashed, quote(services), until, return_state=False,
+                                        wait_for=[scanned])
+        verified: VerifiedReport = yield progress.at("verify", verified_future)
+        attached_future = attest.submit(quote(report), verified_future, invocation, quote(services), until,
+                                        return_state=False, wait_for=[scanned])
+        attached: AttachResult = yield progress.at("attest", attached_future)
+    except Exception as e:  # noqa: BLE001 - a failed stage is this image's outcome, never its neighbours'
+        return progress.failed(e)
+    return progress.attested(report, verified, attached)

@@ -10,19 +10,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.blocks.abstract import NotificationBlock, NotificationError
 from prefect.blocks.core import Block
-from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
-from prefect.tasks import exponential_backoff
 
-from tasks.attest import step
 from tasks.batching import Batch
-from tasks.retry import retry_if_transient
+from tasks.retry import step
 from vulnattest import freshness
 from vulnattest.alerts import (
+    WEBHOOK_RETRIES,
     AlertChannel,
     AlertError,
     AlertState,
@@ -34,7 +32,7 @@ from vulnattest.alerts import (
     save_state,
 )
 from vulnattest.config import AlertChannelSettings, channel_id
-from vulnattest.errors import TransientError, VulnattestError
+from vulnattest.errors import TransientError, VulnattestError, is_transient_status
 from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text
 from vulnattest.images import ImageRef
 from vulnattest.services import Services
@@ -123,13 +121,10 @@ def save_alert_state(state: AlertState, base: AlertState, services: Services) ->
     return stored
 
 
-@task(
-    name="send-alert", task_run_name="alert {message.channel}: {message.kind}", retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1), retry_jitter_factor=0.5,
-    retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE,
-)
+@step("send-alert", "alert {message.channel}: {message.kind}", retries=0)
 def send_alert(message: Message, channel: AlertChannel) -> None:
-    """Deliver one message to one channel; transient failures are retried, others fail at once."""
+    """Deliver one message to one channel. The channel retries its request; what fails past that is told on the
+    next check (the alert state keeps it), so the task itself is not retried: each try may reach the receiver."""
     channel.send(message)
     get_run_logger().info("told %s: %s", channel.id, message.subject())
 
@@ -164,8 +159,11 @@ class PrefectBlockChannel:
         return channel_id(self.name, block=self.block)
 
     def send(self, message: Message) -> None:
-        """Load the block and notify; network failures and 429/5xx answers are transient."""
+        """Load the block and notify, retrying while it fails transiently (no connection, 408, 429, 5xx)."""
         notifier = self._load()
+        WEBHOOK_RETRIES.call(lambda: self._notify(notifier, message), f"alert to {self.id}")
+
+    def _notify(self, notifier: NotificationBlock, message: Message) -> None:
         try:
             with notifier.raise_on_failure():
                 # Prefect's blocks notify synchronously outside an event loop; a block written async-only
@@ -176,7 +174,7 @@ class PrefectBlockChannel:
         except httpx.HTTPStatusError as e:
             status = e.response.status_code
             # the exception text names the URL, which may hold a token: only the status is kept
-            if status == 429 or status >= 500:
+            if is_transient_status(status):
                 raise TransientAlertError(f"{self.id}: the receiver answered {status}; retry later") from None
             raise AlertError(f"{self.id}: the receiver refused the alert ({status}); check the block") from None
         except (httpx.TransportError, NotificationError) as e:

@@ -201,3 +201,20 @@ def poll_events(event_filter: Any, expected: int, timeout: float, interval: floa
         if len(events) >= expected or time.monotonic() > deadline:
             return list(events)
         time.sleep(interval)
+
+
+def task_runs(state: Any, expected: int, timeout: float = 30.0) -> list[Any]:
+    """The flow run's finished task runs, once the server has recorded `expected` of them (it records them from
+    events)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=flow_filter)
+        done = [r for r in runs if r.state is not None and r.state.is_final()]
+        if len(done) >= expected or time.monotonic() > deadline:
+            return done
+        time.sleep(0.2)

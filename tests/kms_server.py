@@ -25,7 +25,7 @@ from moto.kms.exceptions import ValidationException
 from moto.kms.responses import KmsResponse
 from moto.server import ThreadedMotoServer
 
-from vulnattest.demo.service import LocalService
+from vulnattest.localservice import LocalService
 
 RAW_LIMIT = 4096
 _moto_sign = KmsResponse.sign

@@ -24,13 +24,16 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from vulnattest import __version__
 from vulnattest.config import channel_id, format_duration
-from vulnattest.errors import TransientError, VulnattestError
+from vulnattest.errors import TransientError, VulnattestError, is_transient_status, retry_after_seconds
 from vulnattest.freshness import ImageVerdict, OnCallCommands, Verdict, worst_first
+from vulnattest.retrying import RetryPolicy
 from vulnattest.storage.interface import ObjectKey, ReportStore, StoredObject
 from vulnattest.text import rfc3339
 
 log = logging.getLogger(__name__)
 
+WEBHOOK_RETRIES = RetryPolicy(attempts=3, budget=60)
+"""A receiver that is down for longer is told on the next check (the alert state keeps what it was not told)."""
 STATE_KEY = ObjectKey("state/alerts.json")
 STATE_VERSION = 1
 _DIGEST_LINES = 50  # a digest names this many images, then points at `vulnattest status`
@@ -200,6 +203,15 @@ class Alert:
     verdict: ImageVerdict
     previous: Verdict | None
     since: datetime
+    told_at: datetime | None = None
+    """When the channel was last told about this image (what a reminder follows)."""
+
+    def identity(self, channel: str) -> str:
+        """What makes this news this news, the same every time it is sent again (a retry, or the next run after a
+        failed delivery), and different for the next reminder."""
+        told = rfc3339(self.told_at) if self.told_at else "-"
+        return "|".join([channel, self.kind.value, self.verdict.image, self.verdict.verdict.value,
+                         rfc3339(self.since), told])
 
     def subject(self) -> str:
         """A short subject line."""
@@ -275,10 +287,18 @@ class Message:
         lines.append(f"Every image: {self.fleet_status}")
         return "\n".join(lines)
 
+    @property
+    def idempotency_key(self) -> str:
+        """A key that is the same each time this message is sent again, so a receiver that got it once (but whose
+        answer was lost) can drop the copy: sent as the ``Idempotency-Key`` header and in the JSON."""
+        identities = "\n".join(sorted(alert.identity(self.channel) for alert in self.alerts))
+        return hashlib.sha256(identities.encode()).hexdigest()[:32]
+
     def to_json(self) -> dict[str, Any]:
         """The JSON a webhook receives."""
         return {
-            "source": "vulnattest", "version": __version__, "kind": self.kind, "subject": self.subject(),
+            "source": "vulnattest", "version": __version__, "idempotency_key": self.idempotency_key,
+            "kind": self.kind, "subject": self.subject(),
             "text": self.text(), "count": len(self.alerts), "counts": self._counts(),
             "alerts": [a.to_json() for a in self.alerts],
         }
@@ -353,7 +373,8 @@ def plan_alerts(
             told = delivered.get(channel)
             kind = _news(verdict.verdict, told, now, remind_every)
             if kind is not None:
-                pending[channel].append(Alert(kind, verdict, told.verdict if told else None, since))
+                pending[channel].append(Alert(kind, verdict, told.verdict if told else None, since,
+                                              told.at if told else None))
     messages: list[Message] = []
     status = commands.fleet_status()
     for channel, alerts in pending.items():
@@ -409,17 +430,24 @@ class WebhookChannel:
         return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}/…"
 
     def send(self, message: Message) -> None:
-        """POST the message's JSON; 429 and 5xx answers and transport failures are transient."""
+        """POST the message's JSON (with its idempotency key), retrying the request on its own while the receiver
+        fails transiently (408, 429, 5xx, no connection), as `Retry-After` advises; other answers fail at once."""
         _redact_in_httpx_log(self.url.get_secret_value(), self.redacted_url)
+        headers = {"User-Agent": f"vulnattest/{__version__}", "Idempotency-Key": message.idempotency_key}
+        with httpx.Client(timeout=self.timeout, transport=self.transport, follow_redirects=False,
+                          headers=headers) as client:
+            WEBHOOK_RETRIES.call(lambda: self._post(client, message.to_json()), f"alert to {self.id}")
+
+    def _post(self, client: httpx.Client, body: dict[str, Any]) -> None:
         try:
-            with httpx.Client(timeout=self.timeout, transport=self.transport, follow_redirects=False,
-                              headers={"User-Agent": f"vulnattest/{__version__}"}) as client:
-                status = client.post(self.url.get_secret_value(), json=message.to_json()).status_code
+            response = client.post(self.url.get_secret_value(), json=body)
         except httpx.TransportError as e:
             # the exception text may repeat the URL, so only its type is reported
             raise TransientAlertError(f"{self.id}: cannot reach {self.redacted_url} ({type(e).__name__})") from None
-        if status == 429 or status >= 500:
-            raise TransientAlertError(f"{self.id}: {self.redacted_url} answered {status}; retry later")
+        status = response.status_code
+        if is_transient_status(status):
+            raise TransientAlertError(f"{self.id}: {self.redacted_url} answered {status}; retry later",
+                                      retry_after=retry_after_seconds(response.headers.get("retry-after")))
         if status >= 300:
             raise AlertError(f"{self.id}: {self.redacted_url} refused the alert ({status}); check the webhook URL")
 

@@ -30,6 +30,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DEFAULT_STORE = "file://./vulnattest-reports"
+MAX_CONCURRENCY = 64
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -77,7 +78,9 @@ class _Strict(BaseModel):
 class RegistrySettings(_Strict):
     """Per-registry settings; credentials come from ``~/.docker/config.json``, never from this file."""
 
-    insecure: bool = Field(False, description="speak plain HTTP (loopback and lab registries only)")
+    insecure: bool = Field(False, description="speak plain HTTP (a loopback registry falls back to it without)")
+    timeout: Duration = Field(timedelta(seconds=30), description="per-request timeout (each request is retried on its "
+                              "own after one)")
 
 
 class TrivySettings(_Strict):
@@ -90,6 +93,18 @@ class TrivySettings(_Strict):
     severities: tuple[Severity, ...] = Field(SEVERITIES, description="severities to report")
     timeout: Duration = Field(timedelta(minutes=10), description="per-image scan timeout")
     db_repository: str = Field("mirror.gcr.io/aquasec/trivy-db:2", description="where Trivy gets its DB")
+    server: str = Field("local", description="where scans find the DB: `local` (a Trivy server started for each "
+                        "run), `standalone` (every scan on its own, layers cached in memory), or a shared Trivy "
+                        "server's URL")
+    token_env: str = Field("VULNATTEST_TRIVY_TOKEN", description="environment variable holding the shared Trivy "
+                           "server's token")
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        if value in ("local", "standalone") or urlparse(value).scheme in ("http", "https"):
+            return value.rstrip("/")
+        raise ValueError(f"{value!r} is none of local, standalone or a Trivy server URL (http://host:4954)")
 
 
 class ScannerSettings(_Strict):
@@ -366,11 +381,24 @@ class FleetConfig(_Strict):
     freshness: FreshnessSettings = FreshnessSettings()
     policy: PolicySettings = PolicySettings()
     alerts: tuple[AlertChannelSettings, ...] = ()
-    concurrency: int = Field(4, ge=1, le=64, description="images processed at once by one flow run")
+    concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY, description="images processed at once by one flow run")
+    image_timeout: Duration = Field(timedelta(minutes=30), description="the longest one image may take through "
+                                    "scan-and-attest, retries included (no retry starts past it)")
+    attach_lock_dir: Path | None = Field(None, description="where file locks live (default "
+                                         "$XDG_RUNTIME_DIR/vulnattest/locks, else ~/.cache/vulnattest/locks); every "
+                                         "process on the host must use the same")
     attach_lock: Literal["file", "prefect"] = Field(
         "file", description="how writers of one image's attestations are serialised: file locks on this host, "
         "or global concurrency limits on the Prefect server (workers on many hosts)",
     )
+
+    @model_validator(mode="after")
+    def _time_for_a_scan(self) -> FleetConfig:
+        if self.image_timeout <= self.scanner.trivy.timeout:
+            raise ValueError(f"image_timeout ({format_duration(self.image_timeout)}) must be longer than "
+                             f"scanner.trivy.timeout ({format_duration(self.scanner.trivy.timeout)}): a scan has to "
+                             "fit in it, with the other stages and their retries")
+        return self
 
     @field_validator("alerts")
     @classmethod
@@ -397,6 +425,10 @@ class FleetConfig(_Strict):
             problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in e.errors())
             raise ConfigError(f"invalid image: {problems}") from e
 
+    def registry_timeouts(self) -> dict[str, float]:
+        """Per-host request timeouts, in seconds, where the config sets them."""
+        return {host: settings.timeout.total_seconds() for host, settings in self.registries.items()}
+
     def insecure_registries(self) -> frozenset[str]:
         """Hosts to speak plain HTTP to."""
         return frozenset(host for host, settings in self.registries.items() if settings.insecure)
@@ -417,6 +449,7 @@ class FleetConfig(_Strict):
             "scanner": ScannerSettings(trivy=trivy.model_copy(
                 update={"cache_dir": absolute(trivy.cache_dir) if trivy.cache_dir else None})),
             "store": self.store.model_copy(update={"url": store_url}),
+            "attach_lock_dir": absolute(self.attach_lock_dir) if self.attach_lock_dir else None,
             "signing": self.signing.resolved_against(base),
         })
 

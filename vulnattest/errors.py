@@ -1,6 +1,27 @@
-"""One root error for everything vulnattest raises, and a marker for what is worth retrying."""
+"""One root error for everything vulnattest raises, a marker for what is worth retrying, and the one rule that says
+which HTTP answers are worth another try."""
 
 from __future__ import annotations
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""HTTP answers that may pass on another try: request timeout, too early, throttled, and the server failing or a
+gateway in front of it. Every client of vulnattest (registry, probe, alerts, keyless, Trivy's failures) uses this."""
+
+
+def is_transient_status(status: int) -> bool:
+    """True for an HTTP status worth retrying (`TRANSIENT_STATUSES`)."""
+    return status in TRANSIENT_STATUSES
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header's delay in seconds (its delta-seconds form; an HTTP date counts as no advice)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 class VulnattestError(Exception):
@@ -8,7 +29,13 @@ class VulnattestError(Exception):
 
 
 class TransientError(VulnattestError):
-    """A failure worth retrying: a timeout, throttling, a 5xx answer or a dropped connection."""
+    """A failure worth retrying: a timeout, throttling, a 5xx answer or a dropped connection.
+
+    `retry_after` is the server's own advice (``Retry-After``), in seconds, when it gave one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConfigError(VulnattestError):
@@ -27,12 +54,24 @@ class TransientRegistryError(RegistryError, TransientError):
     """The registry failed in a way that may pass: 429, 5xx, timeout, connection reset."""
 
 
+class RegistryAuthError(RegistryError):
+    """The registry wants credentials it was not given, or refused the ones it was given."""
+
+
 class NotFoundError(RegistryError):
     """The registry has no such tag, manifest or blob."""
 
 
 class ScanError(VulnattestError):
     """The scanner crashed, timed out or wrote output that does not parse."""
+
+
+class TransientScanError(ScanError, TransientError):
+    """The scanner failed for a reason that may pass (the registry failing under it, a lock held by another scan)."""
+
+
+class ScanTimeoutError(ScanError):
+    """The scanner ran past its timeout and was stopped; not retried (another try would likely hang as long)."""
 
 
 class StoreError(VulnattestError):
@@ -57,14 +96,19 @@ class VerificationError(VulnattestError):
 
 def is_transient(exc: BaseException) -> bool:
     """Return True when `exc` (or what caused it) is worth retrying."""
+    return transient_cause(exc) is not None
+
+
+def transient_cause(exc: BaseException) -> TransientError | None:
+    """The TransientError `exc` is or was caused by, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, TransientError):
-            return True
+            return current
         seen.add(id(current))
         current = current.__cause__
-    return False
+    return None
 
 
 def botocore_transient_errors() -> tuple[type[Exception], ...]:

@@ -29,6 +29,7 @@ from vulnattest.errors import (
     TransientError,
     TransientRegistryError,
     VulnattestError,
+    is_transient_status,
 )
 from vulnattest.images import ImageRef
 from vulnattest.policy import PolicyResult, evaluate_report, policy_for
@@ -433,7 +434,7 @@ def probe_registry(client: RegistryClient, timeout: float = 10.0) -> None:
         ) from e
     except httpx.RequestError as e:  # too many redirects, say: whatever answers is not a registry
         raise RegistryError(f"{client.host}: {url} answered in a way no registry does ({type(e).__name__})") from e
-    if status == 429 or status >= 500:
+    if is_transient_status(status):
         raise TransientRegistryError(f"{client.host}: {url} answered {status}; the registry is failing")
     if status == 404:
         raise RegistryError(f"{client.host}: {url} answered 404; this host does not serve the registry API")

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from vulnattest.text import md_cell, short_digest
 
-STAGES = ("resolve", "scan", "hash", "store", "verify", "attest")
+STAGES = ("scan", "hash", "store", "verify", "attest")
+"""The task runs of one image, in order (scan resolves the tag first)."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import re
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,8 +15,16 @@ from typing import Any
 
 import httpx
 
-from vulnattest.errors import NotFoundError, RegistryError, TransientRegistryError
+from vulnattest.errors import (
+    NotFoundError,
+    RegistryAuthError,
+    RegistryError,
+    TransientRegistryError,
+    is_transient_status,
+    retry_after_seconds,
+)
 from vulnattest.images import DOCKER_HUB, ImageRef
+from vulnattest.retrying import REQUEST_RETRIES, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +35,11 @@ DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+jso
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_LOOPBACK_HOST = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)(:\d+)?$")
+
+def is_loopback(host: str) -> bool:
+    """True for a registry on this machine (``localhost``, 127.0.0.0/8, ``::1``, with or without a port)."""
+    return bool(_LOOPBACK_HOST.match(host))
 
 
 def sha256_digest(data: bytes) -> str:
@@ -88,7 +101,12 @@ class Manifest:
 
 
 class RegistryClient:
-    """Talks to one registry host; thread-safe, with one connection pool and cached bearer tokens."""
+    """Talks to one registry host; thread-safe, with one connection pool and cached bearer tokens.
+
+    Each request is retried on its own (`retries`) when the registry answers 408, 425, 429 or 5xx or the connection
+    fails, honouring ``Retry-After``. A registry on this machine that is not configured `insecure` is tried over
+    HTTPS first and over plain HTTP when TLS fails, as docker and go-containerregistry do for loopback registries.
+    """
 
     def __init__(
         self,
@@ -97,14 +115,22 @@ class RegistryClient:
         insecure: bool = False,
         credentials: Credentials | None = None,
         timeout: float = 30.0,
+        retries: RetryPolicy = REQUEST_RETRIES,
     ) -> None:
         self.host = host
-        api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
-        self.base_url = f"{'http' if insecure else 'https'}://{api_host}"
+        self._api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
+        self._scheme = "http" if insecure else "https"
+        self._may_fall_back = not insecure and is_loopback(host)
         self._credentials = credentials
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._retries = retries
         self._http = httpx.Client(timeout=timeout, follow_redirects=True, limits=httpx.Limits(max_connections=32))
+
+    @property
+    def base_url(self) -> str:
+        """``<scheme>://<host>``, the scheme being the one this registry was found to speak."""
+        return f"{self._scheme}://{self._api_host}"
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -113,7 +139,12 @@ class RegistryClient:
     def api_status(self, timeout: float) -> int:
         """The status ``GET /v2/`` answers without credentials (a registry: 200, or 401 asking for a login);
         raises httpx.TransportError when nothing answers."""
-        return self._http.get(f"{self.base_url}/v2/", timeout=timeout).status_code
+        try:
+            return self._http.get(f"{self.base_url}/v2/", timeout=timeout).status_code
+        except httpx.TransportError as e:
+            if not (_tls_failed(e) and self._fall_back()):
+                raise
+            return self._http.get(f"{self.base_url}/v2/", timeout=timeout).status_code
 
     # -- manifests ---------------------------------------------------------------------------------------------
 
@@ -173,21 +204,23 @@ class RegistryClient:
         """Upload a blob unless the repository already has it; return its digest.
 
         Callers skip the existence check for blobs that are almost never there (a fresh signature): uploading one
-        again is harmless, a request per upload is not free."""
+        again is harmless, a request per upload is not free. A failed upload is retried whole (a new upload
+        session), never by resending into a session the registry may have closed."""
         digest = sha256_digest(data)
         if check_exists and self.has_blob(repository, digest):
             return digest
         what = f"{self.host}/{repository} blob upload"
-        started = self._request("POST", f"/v2/{repository}/blobs/uploads/", what=what)
+        self._retries.call(lambda: self._upload(repository, data, digest, what), what)
+        return digest
+
+    def _upload(self, repository: str, data: bytes, digest: str, what: str) -> None:
+        started = self._request_once("POST", f"/v2/{repository}/blobs/uploads/", what, None, None)
         location = started.headers.get("location")
         if not location:
             raise RegistryError(f"{what}: registry gave no upload location")
         url = httpx.URL(self.base_url).join(location)
-        self._request(
-            "PUT", str(url.copy_merge_params({"digest": digest})), content=data,
-            headers={"Content-Type": "application/octet-stream"}, what=what,
-        )
-        return digest
+        self._request_once("PUT", str(url.copy_merge_params({"digest": digest})), what,
+                           {"Content-Type": "application/octet-stream"}, data)
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
@@ -195,43 +228,64 @@ class RegistryClient:
         self, method: str, path: str, *, what: str, headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
     ) -> httpx.Response:
-        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        """One request, tried again on its own while it fails transiently (`RegistryClient`'s retries)."""
+        return self._retries.call(lambda: self._request_once(method, path, what, headers, content), what)
+
+    def _request_once(
+        self, method: str, path: str, what: str, headers: Mapping[str, str] | None, content: bytes | None
+    ) -> httpx.Response:
         scope = _scope_for(path, method)
-        response = self._send(method, url, headers, content, scope, what)
+        response = self._send(method, path, headers, content, scope, what)
         if response.status_code == 401:
             self._authenticate(response, scope, what)
-            response = self._send(method, url, headers, content, scope, what)
+            response = self._send(method, path, headers, content, scope, what)
         if response.status_code < 400:
             return response
+        status = response.status_code
         detail = _error_detail(response)
-        if response.status_code == 404:
+        if status == 404:
             raise NotFoundError(f"{what}: not found ({detail}); check the name and tag, or that it was pushed")
-        if response.status_code in _TRANSIENT_STATUS:
-            raise TransientRegistryError(f"{what}: registry answered {response.status_code} ({detail}); retry later")
-        if response.status_code in (401, 403):
-            raise RegistryError(
-                f"{what}: access denied ({response.status_code}, {detail}); "
-                f"run `docker login {self.host}` with an account that may {method} here"
+        if is_transient_status(status):
+            raise TransientRegistryError(f"{what}: registry answered {status} ({detail}); retry later",
+                                         retry_after=retry_after_seconds(response.headers.get("retry-after")))
+        if status in (401, 403):
+            raise RegistryAuthError(
+                f"{what}: access denied ({status}, {detail}); run `docker login {self.host}` with an account that "
+                f"may {method} here"
             )
-        raise RegistryError(f"{what}: registry answered {response.status_code} ({detail})")
+        raise RegistryError(f"{what}: registry answered {status} ({detail})")
 
     def _send(
-        self, method: str, url: str, headers: Mapping[str, str] | None, content: bytes | None, scope: str, what: str
+        self, method: str, path: str, headers: Mapping[str, str] | None, content: bytes | None, scope: str, what: str
     ) -> httpx.Response:
         all_headers = dict(headers or {})
         token = self._tokens.get(scope)
         if token is not None:
             all_headers["Authorization"] = token
-        try:
-            return self._http.request(method, url, headers=all_headers, content=content)
-        except httpx.TransportError as e:
-            raise TransientRegistryError(
-                f"{what}: cannot reach {self.base_url} ({type(e).__name__}: {e}); check the host, port and "
-                "`registries.<host>.insecure` in the config"
-            ) from e
-        except httpx.RequestError as e:  # too many redirects, a body that does not decode: the answer is wrong
-            raise RegistryError(f"{what}: {self.base_url} answered in a way no registry does ({type(e).__name__}: "
-                                f"{e})") from e
+        while True:
+            url = path if path.startswith(("http://", "https://")) else self.base_url + path
+            try:
+                return self._http.request(method, url, headers=all_headers, content=content)
+            except httpx.TransportError as e:
+                if _tls_failed(e) and not path.startswith(("http://", "https://")) and self._fall_back():
+                    continue
+                raise TransientRegistryError(
+                    f"{what}: cannot reach {self.base_url} ({type(e).__name__}: {e}); check the host, port and "
+                    "`registries.<host>.insecure` in the config"
+                ) from e
+            except httpx.RequestError as e:  # too many redirects, a body that does not decode: the answer is wrong
+                raise RegistryError(f"{what}: {self.base_url} answered in a way no registry does "
+                                    f"({type(e).__name__}: {e})") from e
+
+    def _fall_back(self) -> bool:
+        """Switch a loopback registry from HTTPS to plain HTTP after HTTPS failed; False when that was done."""
+        with self._lock:
+            if not self._may_fall_back:
+                return False
+            self._may_fall_back = False
+            self._scheme = "http"
+        log.info("%s: HTTPS failed; speaking plain HTTP to this loopback registry", self.host)
+        return True
 
     def _authenticate(self, response: httpx.Response, scope: str, what: str) -> None:
         challenge = response.headers.get("www-authenticate", "")
@@ -239,7 +293,7 @@ class RegistryClient:
         creds = self._credentials
         if scheme == "basic":
             if creds is None:
-                raise RegistryError(f"{what}: registry wants a login; run `docker login {self.host}`")
+                raise RegistryAuthError(f"{what}: registry wants a login; run `docker login {self.host}`")
             basic = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             self._tokens[scope] = f"Basic {basic}"
             return
@@ -255,18 +309,45 @@ class RegistryClient:
             answer = self._http.get(realm, params=params, auth=auth)
         except httpx.TransportError as e:
             raise TransientRegistryError(f"{what}: cannot reach token service {realm} ({type(e).__name__})") from e
-        if answer.status_code in _TRANSIENT_STATUS:
-            raise TransientRegistryError(f"{what}: token service answered {answer.status_code}")
+        except httpx.RequestError as e:
+            raise RegistryError(f"{what}: token service {realm} answered in a way none does ({type(e).__name__})"
+                                ) from e
+        if is_transient_status(answer.status_code):
+            raise TransientRegistryError(f"{what}: token service answered {answer.status_code}",
+                                         retry_after=retry_after_seconds(answer.headers.get("retry-after")))
         if answer.status_code >= 400:
-            raise RegistryError(
+            raise RegistryAuthError(
                 f"{what}: token service refused ({answer.status_code}); run `docker login {self.host}`"
             )
-        body = answer.json()
-        token = body.get("token") or body.get("access_token")
+        token = _token_of(answer)
         if not token:
-            raise RegistryError(f"{what}: token service gave no token")
+            raise RegistryError(f"{what}: token service {realm} answered without a token (status "
+                                f"{answer.status_code}, {answer.headers.get('content-type', 'no content type')}); "
+                                "check the registry's auth setup")
         with self._lock:
             self._tokens[scope] = f"Bearer {token}"
+
+
+def _tls_failed(error: BaseException) -> bool:
+    """Whether a connection failed in its TLS handshake (a plain-HTTP server answers TLS with garbage)."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, ssl.SSLError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _token_of(answer: httpx.Response) -> str | None:
+    """The bearer token of a token service's answer (``token``, or OAuth2's ``access_token``), if it holds one."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    token = body.get("token") or body.get("access_token")
+    return token if isinstance(token, str) and token else None
 
 
 def _scope_for(path: str, method: str) -> str:
@@ -288,9 +369,11 @@ def _error_detail(response: httpx.Response) -> str:
 class Registries:
     """One `RegistryClient` per host, created on first use with that host's settings and docker credentials."""
 
-    def __init__(self, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 30.0) -> None:
+    def __init__(self, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 30.0,
+                 timeouts: Mapping[str, float] | None = None) -> None:
         self._insecure = insecure_hosts
         self._timeout = timeout
+        self._timeouts = dict(timeouts or {})
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
 
@@ -300,7 +383,8 @@ class Registries:
             client = self._clients.get(host)
             if client is None:
                 client = RegistryClient(
-                    host, insecure=host in self._insecure, credentials=docker_credentials(host), timeout=self._timeout
+                    host, insecure=host in self._insecure, credentials=docker_credentials(host),
+                    timeout=self._timeouts.get(host, self._timeout),
                 )
                 self._clients[host] = client
             return client
@@ -344,16 +428,35 @@ def resolve(client: RegistryClient, image: ImageRef, platform: str = "linux/amd6
     if not manifest.is_index:
         return ResolvedImage(pinned, manifest.digest, manifest.media_type, manifest.digest)
     wanted = platform.split("/")
-    for entry in manifest.json().get("manifests", []):
+    entries = [m for m in manifest.json().get("manifests") or [] if isinstance(m, dict)]
+    for entry in entries:
         plat = entry.get("platform") or {}
         have = [plat.get("os"), plat.get("architecture")] + ([plat["variant"]] if plat.get("variant") else [])
         if have[: len(wanted)] == wanted and len(wanted) >= 2:
-            return ResolvedImage(pinned, manifest.digest, manifest.media_type, str(entry["digest"]), platform)
+            digest = entry.get("digest")
+            if not isinstance(digest, str) or not digest.startswith("sha256:"):
+                raise RegistryError(f"{pinned.pinned}: its index names a {platform} manifest without a sha256 digest; "
+                                    "the index is broken: push the image again")
+            return ResolvedImage(pinned, manifest.digest, manifest.media_type, digest, platform)
     available = sorted(
         "/".join(filter(None, [p.get("os"), p.get("architecture"), p.get("variant")]))
-        for p in (m.get("platform") or {} for m in manifest.json().get("manifests", []))
+        for p in (m.get("platform") or {} for m in entries)
     )
     raise RegistryError(
         f"{pinned.pinned} has no {platform} manifest (it has: {', '.join(available) or 'none'}); "
         "set `platform` in the config to one of those"
     )
+
+
+def check_pullable(client: RegistryClient, image: ResolvedImage) -> None:
+    """Check the registry serves the manifest `image` scans and every blob it names (HEAD, no download); raise the
+    registry's own error (not found, denied, failing) when it does not."""
+    manifest = client.get_manifest(image.image.repository, image.scan_digest).json()
+    descriptors = [manifest.get("config"), *(manifest.get("layers") or [])]
+    for descriptor in descriptors:
+        digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
+        if not isinstance(digest, str):
+            raise RegistryError(f"{image.image.name}@{image.scan_digest}: the manifest names a blob without a digest")
+        if not client.has_blob(image.image.repository, digest):
+            raise NotFoundError(f"{image.image.name}@{image.scan_digest}: blob {digest} is missing from the registry; "
+                                "push the image again")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from vulnattest.attestations.cosign import CosignAttacher
 from vulnattest.config import FleetConfig
 from vulnattest.errors import VulnattestError
-from vulnattest.registry import Registries
+from vulnattest.locks import FileLocks
+from vulnattest.registry import Registries, check_pullable
 from vulnattest.scanners.interface import Scanner
 from vulnattest.scanners.trivy import TrivyScanner
 from vulnattest.signing.factory import signer_from_settings, verifier_from_settings
@@ -31,8 +33,9 @@ class Services:
         """Registry clients and the store: enough to read and verify attestations."""
         return cls(
             config=config,
-            registries=Registries(insecure_hosts=config.insecure_registries()),
+            registries=Registries(insecure_hosts=config.insecure_registries(), timeouts=config.registry_timeouts()),
             store=open_store(config.store.url, endpoint_url=config.store.endpoint_url, region=config.store.region),
+            attacher=CosignAttacher(lock=FileLocks(config.attach_lock_dir)),
         )
 
     @classmethod
@@ -41,13 +44,12 @@ class Services:
 
         `key_password` (e.g. from a Prefect Secret) overrides the environment's."""
         services = cls.for_checking(config)
-        trivy = config.scanner.trivy
-        services.scanner = TrivyScanner(
-            binary=trivy.path, cache_dir=trivy.cache_dir, offline=trivy.offline, ignore_unfixed=trivy.ignore_unfixed,
-            severities=trivy.severities, timeout=trivy.timeout, insecure_registries=config.insecure_registries(),
-            db_repository=trivy.db_repository,
-        )
-        services.signer = signer_from_settings(config.signing, password=key_password)
+        try:
+            services.signer = signer_from_settings(config.signing, password=key_password)
+            services.scanner = trivy_scanner(config, services.registries).open()
+        except BaseException:
+            services.close()
+            raise
         return services
 
     def require_scanner(self) -> Scanner:
@@ -67,8 +69,21 @@ class Services:
         return verifier_from_settings(self.config.signing)
 
     def close(self) -> None:
-        """Close connection pools: the registries', the store's and the signer's."""
+        """Close connection pools (the registries', the store's and the signer's) and stop the scanner's server."""
+        if isinstance(self.scanner, TrivyScanner):
+            self.scanner.close()
         self.registries.close()
         self.store.close()
         if self.signer is not None:
             self.signer.close()
+
+
+def trivy_scanner(config: FleetConfig, registries: Registries) -> TrivyScanner:
+    """The configured Trivy, not opened yet; its failures are classed by what `registries` say of the image."""
+    trivy = config.scanner.trivy
+    return TrivyScanner(
+        binary=trivy.path, cache_dir=trivy.cache_dir, offline=trivy.offline, ignore_unfixed=trivy.ignore_unfixed,
+        severities=trivy.severities, timeout=trivy.timeout, insecure_registries=config.insecure_registries(),
+        db_repository=trivy.db_repository, server=trivy.server, token=os.environ.get(trivy.token_env) or None,
+        probe=lambda image: check_pullable(registries.for_image(image.image), image),
+    )

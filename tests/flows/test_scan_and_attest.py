@@ -74,7 +74,7 @@ def test_twenty_images_one_missing_tag(
     assert missing in state.message
     by_image = {o.image: o for o in outcomes}
     assert len(by_image) == 20
-    assert by_image[missing].failed_stage == "resolve"
+    assert by_image[missing].failed_stage == "scan"
     assert "not found" in (by_image[missing].error or "")
     attested = [o for o in outcomes if o.ok]
     assert sorted(o.image for o in attested) == sorted(refs)
@@ -90,7 +90,7 @@ def test_twenty_images_one_missing_tag(
         assert check.predicate["invocation"]["parameters"]["report"] == {
             "uri": outcome.report_uri, "sha256": outcome.report_sha256,
         }
-        assert set(outcome.seconds) == {"resolve", "scan", "hash", "store", "verify", "attest"}
+        assert set(outcome.seconds) == {"scan", "hash", "store", "verify", "attest"}
 
     with get_client(sync_client=True) as api:
         artifact = api.read_latest_artifacts()
@@ -163,6 +163,9 @@ def test_cli_run_and_verify(registry: LocalRegistry, config_writer: ConfigWriter
     fresh = runner.invoke(app, [*verify, "--json"])
     assert fresh.exit_code == 0, fresh.output
     assert json.loads(fresh.output)["ok"] is True
+    # a loopback registry is found to speak plain HTTP without --insecure, as docker and cosign find it
+    plain = runner.invoke(app, ["verify", refs[0], "--key", str(keypair[1])])
+    assert plain.exit_code == 0, plain.output
     stale = runner.invoke(app, [*verify, "--max-age", "0s"])
     assert stale.exit_code == 1
     assert "stale: scanned" in stale.output

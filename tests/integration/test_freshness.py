@@ -278,7 +278,8 @@ def test_policy_on_a_real_trivy_report(
     registry: LocalRegistry, attester: Attester, checker: FreshnessChecker, trivy_cache: Path
 ):
     ref, image = push(registry, "policy-real")
-    scanner = TrivyScanner(cache_dir=trivy_cache, offline=True, insecure_registries=frozenset({registry.host}))
+    scanner = TrivyScanner(cache_dir=trivy_cache, offline=True, server="standalone",
+                           insecure_registries=frozenset({registry.host}))
     real = Attester(attester.client, attester.signer, report=scanner.scan(image).body)
     real.attach(image, timedelta(hours=1))
     strict = dataclasses.replace(checker, policy=PolicySettings(severity="CRITICAL", fixed_only=True))

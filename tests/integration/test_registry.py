@@ -93,3 +93,23 @@ def test_a_host_that_redirects_forever_is_no_registry_and_no_retry_helps():
         finally:
             client.close()
             server.shutdown()
+
+
+def test_a_loopback_registry_is_tried_over_https_then_spoken_to_over_plain_http(
+    registry: LocalRegistry, demo_images: DemoImages
+):
+    client = RegistryClient(registry.host)  # not configured insecure
+    assert client.base_url.startswith("https://")
+    assert resolve(client, ImageRef.parse(demo_images.alpine)).digest.startswith("sha256:")
+    assert client.base_url == f"http://{registry.host}"  # TLS failed once; the client stays on HTTP
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost:5000", True), ("127.0.0.1:5000", True), ("127.4.5.6", True), ("[::1]:5000", True),
+    ("localhost.example.com", False), ("10.0.0.1:5000", False), ("registry.example.com", False),
+    ("127.0.0.1.example.com", False),
+])
+def test_only_loopback_hosts_may_fall_back_to_plain_http(host: str, loopback: bool):
+    from vulnattest.registry import is_loopback
+
+    assert is_loopback(host) is loopback

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vulnattest.attestations.dsse import Envelope
-from vulnattest.errors import TransientRegistryError, VerificationError
+from vulnattest.errors import RegistryError, TransientRegistryError, VerificationError
 from vulnattest.locks import FileLocks
-from vulnattest.registry import OCI_MANIFEST, Manifest, RegistryClient, ResolvedImage
+from vulnattest.registry import OCI_MANIFEST, Manifest, RegistryClient, ResolvedImage, sha256_digest
 from vulnattest.signing.interface import CertificateMaterial
+
+log = logging.getLogger(__name__)
 
 DSSE_LAYER = "application/vnd.dsse.envelope.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -138,13 +141,30 @@ class CosignAttacher:
             existing = [old for old in _layers(found) if _is_descriptor(old)] if found is not None else []
             kept = [old for old in existing if not (replace and _same_type(client, image, old, predicate_type))]
             manifest = _manifest(client, repository, [layer, *kept])
-            digest = client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
+            digest = _put(client, repository, tag, manifest)
             current = client.find_manifest(repository, tag)
         if current is None or current.digest != digest:
             raise TransientRegistryError(
                 f"{image.image.pinned}: {tag} was rewritten by another writer while attaching; retry"
             )
         return AttachResult(digest, str(layer["digest"]), len(existing) - len(kept), len(kept))
+
+
+def _put(client: RegistryClient, repository: str, tag: str, manifest: bytes) -> str:
+    """PUT the ``.att`` manifest; when the registry fails the request (after retries), read the tag back before
+    judging: a registry that stored the manifest and then answered 500 did attach it."""
+    try:
+        return client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
+    except RegistryError as failed:
+        try:
+            current = client.find_manifest(repository, tag)
+        except RegistryError:
+            raise failed from None
+        if current is None or current.digest != sha256_digest(manifest):
+            raise
+        log.warning("%s/%s:%s: the registry failed the manifest PUT (%s) but stored it; it is attached", client.host,
+                    repository, tag, failed)
+        return current.digest
 
 
 def _same_type(client: RegistryClient, image: ResolvedImage, layer: dict[str, Any], predicate_type: str) -> bool:

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from vulnattest.demo.images import Image, image_index
-from vulnattest.demo.service import LocalService, free_port
 from vulnattest.errors import VulnattestError
+from vulnattest.localservice import LocalService, free_port
 from vulnattest.registry import OCI_INDEX, RegistryClient
 
 __all__ = ["INSTALL_HINT", "LocalRegistry", "free_port", "push_image", "push_index"]

@@ -24,7 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vulnattest.errors import SigningError
+from vulnattest.errors import SigningError, is_transient_status
+from vulnattest.retrying import REQUEST_RETRIES
 from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial, DsseSignature, TransientSigningError
 
@@ -115,7 +116,6 @@ class KeylessSigner:
         """Sign an in-toto statement: Fulcio certifies an ephemeral key, Rekor logs the envelope."""
         if payload_type != IN_TOTO_PAYLOAD_TYPE:
             raise SigningError(f"keyless signing covers in-toto statements only, not {payload_type}")
-        from sigstore._internal.fulcio import ExpiredCertificate  # raised by the public Signer
         from sigstore.dsse import Statement
         from sigstore.errors import Error as SigstoreError
 
@@ -126,6 +126,13 @@ class KeylessSigner:
             raise SigningError(
                 f"sigstore-python refuses this statement (it signs `_type: {STATEMENT_V1}` only): {_plain(e)}"
             ) from e
+        return REQUEST_RETRIES.call(lambda: self._sign(statement), "keyless signing (Fulcio, Rekor)")
+
+    def _sign(self, statement: Any) -> DsseSignature:
+        """One try at signing: a certificate (cached) and a log entry; an outage of either is a TransientError."""
+        from sigstore._internal.fulcio import ExpiredCertificate  # raised by the public Signer
+        from sigstore.errors import Error as SigstoreError
+
         for _attempt in range(2):
             signer = self._session()
             try:
@@ -223,7 +230,7 @@ def _worth_a_retry(error: BaseException) -> bool:
         if isinstance(current, requests.ConnectionError | requests.Timeout):
             return True
         if isinstance(current, requests.HTTPError) and current.response is not None:
-            return current.response.status_code == 429 or current.response.status_code >= 500
+            return is_transient_status(current.response.status_code)
         current = current.__cause__ or current.__context__
     return False
 

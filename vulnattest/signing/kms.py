@@ -69,7 +69,7 @@ def kms_client(ref: AwsKmsRef, *, endpoint_url: str | None = None, region: str |
     try:
         return boto3.client(
             "kms", endpoint_url=endpoint_url or ref.endpoint_url, region_name=region or ref.region,
-            config=Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=30),
+            config=Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=10, read_timeout=30),
         )
     except BotoCoreError as e:  # no region, most often
         raise SigningError(f"cannot open AWS KMS for {ref.uri}: {e}; set AWS_REGION, or use a key ARN (it names "

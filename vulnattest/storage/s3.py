@@ -36,7 +36,9 @@ class S3ReportStore:
             raise StoreError(f"store URL {url!r} names no bucket: use s3://bucket/prefix")
         client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, region_name=region,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32),
+            # each request retried on its own (5xx, throttling, timeouts, resets), with backoff and jitter
+            config=Config(retries={"mode": "standard", "total_max_attempts": 5}, max_pool_connections=32,
+                          connect_timeout=10, read_timeout=60),
         )
         return cls(bucket=parsed.netloc, prefix=parsed.path.strip("/"), client=client)
 

@@ -1,12 +1,17 @@
-"""A program run in the background on a loopback port until closed: the local registry and Prefect server."""
+"""A program run in the background on a loopback port until closed (a Trivy server, a Prefect server, the demo's
+registry), which never outlives the process that started it, even when that one is killed."""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -14,6 +19,16 @@ from typing import Self
 import httpx
 
 from vulnattest.errors import VulnattestError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGTERM this (child) process when the thread that started it ends, however it ends (SIGKILL
+    included), and put it in a process group of its own so a stop reaches whatever it starts in turn."""
+    os.setpgrp()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -24,7 +39,12 @@ def free_port() -> int:
 
 
 class LocalService:
-    """Starts a command, waits until a health URL answers 200, and stops it (and its scratch directory) on close."""
+    """Starts a command, waits until a health URL answers 200, and stops it (and its scratch directory) on close.
+
+    The command runs in its own process group and is told to stop when the thread that started it ends (Linux's
+    parent-death signal): a killed `vulnattest run` leaves no server behind. Start and stop it from one thread that
+    lives as long as it is needed (a flow run's, or the CLI's main thread).
+    """
 
     name = "service"
 
@@ -50,7 +70,9 @@ class LocalService:
                 raise VulnattestError(f"cannot start the {self.name} on port {self.port}: something already listens "
                                       "there; choose another port")
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as http:  # one client: each new one loads the CA bundle, ~30 ms of CPU
             while time.monotonic() < deadline:
@@ -68,12 +90,7 @@ class LocalService:
     def stop(self) -> None:
         """Stop the program, and remove its directory if this object made it."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process_group(self.process, grace=20)
         self.process = None
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -85,3 +102,14 @@ class LocalService:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM `process` and its process group (it must lead one), SIGKILL whatever is left after `grace` seconds."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the leader gone, its group may live on
+    process.wait()
