@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class Phase:
     cpu: CpuMeter
     flow: TimedFlowRun | None = None
     own_cpu: float = 0.0
+    own_by_stage: dict[str, float] | None = None
 
 
 def arguments() -> argparse.Namespace:
@@ -77,6 +79,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="scans at once (default 8)")
     parser.add_argument("--mode", choices=("local", "standalone"), default="local",
                         help="scanner.trivy.server: a local Trivy server (default) or standalone scans")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure (a) and (b) this many times, taking turns at going first (default 1)")
     parser.add_argument("--scaling", action="store_true",
                         help="measure at 1, 2, 4 and 8 scans at once, in both modes, and print the table")
     parser.add_argument("--workdir", type=Path, help="keep the registry, caches and reports here (default: a temp dir)")
@@ -120,10 +124,11 @@ def flow_run(config: Path, pids: tuple[int, int]) -> Phase:
     from flows.scan_and_attest import scan_and_attest
     from tasks.stages import OWN_CPU
 
-    own = OWN_CPU.seconds
+    before = dict(OWN_CPU.by_stage)
     run = TimedFlowRun.of(lambda: scan_and_attest(config_path=str(config), return_state=True), pids)
     per_scan = [o.seconds.get("scan", 0.0) for o in run.results]
-    return Phase(run.seconds, per_scan, run.cpu, run, OWN_CPU.seconds - own)
+    by_stage = {stage: seconds - before.get(stage, 0.0) for stage, seconds in OWN_CPU.by_stage.items()}
+    return Phase(run.seconds, per_scan, run.cpu, run, sum(by_stage.values()), by_stage)
 
 
 def write_config(path: Path, refs: list[str], registry: str, cache: Path, key: Path, concurrency: int,
@@ -184,17 +189,18 @@ def main() -> None:
                     reset_peak_rss()
                     return flow_run(config, pids)
 
-                quiesce(*pids)
-                a = measure_a()
-                quiesce(*pids)
-                b = measure_b()
-                rows.append((concurrency, mode, a, b, self_peak_rss_mb(), PeakRss.now().children_mb))
-                print_round(args.images, concurrency, mode, a, b)
+                for round_ in range(args.rounds):
+                    phases: dict[str, Phase] = {}
+                    for name in ("a", "b") if round_ % 2 == 0 else ("b", "a"):
+                        quiesce(*pids)
+                        phases[name] = measure_a() if name == "a" else measure_b()
+                    a, b = phases["a"], phases["b"]
+                    rows.append((concurrency, mode, a, b, self_peak_rss_mb(), PeakRss.now().children_mb))
+                    print_round(args.images, concurrency, mode, a, b)
     if args.scaling:
         print_table(args.images, rows)
     else:
-        _, _, a, b, flow_rss, trivy_rss = rows[-1]
-        print_result(args.images, a, b, flow_rss, trivy_rss)
+        print_result(args.images, rows)
 
 
 def print_round(images: int, concurrency: int, mode: str, a: Phase, b: Phase) -> None:
@@ -208,6 +214,9 @@ def print_round(images: int, concurrency: int, mode: str, a: Phase, b: Phase) ->
           f"{a.seconds / b.seconds:.3f}")
     for name, phase in (("(a)", a), ("(b)", b)):
         print(f"    CPU {name} {phase.cpu.text()}")
+    if b.own_by_stage:
+        print("    vulnattest's own CPU per image, by stage: " + ", ".join(
+            f"{stage} {seconds / images * 1000:.1f} ms" for stage, seconds in b.own_by_stage.items()))
     own = b.own_cpu / images * 1000
     client = (b.cpu.own - b.own_cpu) / images * 1000
     print(f"    per image: vulnattest's own work {own:.1f} ms, Prefect's client engine and the flow around it "
@@ -219,15 +228,21 @@ def print_round(images: int, concurrency: int, mode: str, a: Phase, b: Phase) ->
         print(f"    failed at {failure}")
 
 
-def print_result(images: int, a: Phase, b: Phase, flow_rss: float, trivy_rss: float) -> None:
-    """The RESULT line."""
-    assert b.flow is not None
+def print_result(images: int, rows: list[tuple[int, str, Phase, Phase, float, float]]) -> None:
+    """The RESULT line: medians over the rounds (the ratio taken within each round, where (a) and (b) ran side by
+    side), failures summed, peaks the largest."""
+
+    def median(value: Callable[[Phase, Phase], float]) -> float:
+        return statistics.median(value(a, b) for _, _, a, b, _, _ in rows)
+
     print(result_line(
-        "RESULT", failed=sum(not o.ok for o in b.flow.results), throughput_ratio=a.seconds / b.seconds,
-        own_cpu_ms_per_image=b.own_cpu / images * 1000,
-        prefect_client_cpu_ms_per_image=(b.cpu.own - b.own_cpu) / images * 1000,
-        prefect_server_cpu_ms_per_image=b.cpu.server / images * 1000,
-        task_runs_per_image=b.flow.task_runs / images, peak_rss_mb_flow=flow_rss, peak_rss_mb_trivy=trivy_rss,
+        "RESULT", failed=sum(sum(not o.ok for o in b.flow.results) for _, _, _, b, _, _ in rows if b.flow),
+        throughput_ratio=median(lambda a, b: a.seconds / b.seconds),
+        own_cpu_ms_per_image=median(lambda a, b: b.own_cpu / images * 1000),
+        prefect_client_cpu_ms_per_image=median(lambda a, b: (b.cpu.own - b.own_cpu) / images * 1000),
+        prefect_server_cpu_ms_per_image=median(lambda a, b: b.cpu.server / images * 1000),
+        task_runs_per_image=median(lambda a, b: (b.flow.task_runs if b.flow else 0) / images),
+        peak_rss_mb_flow=max(row[4] for row in rows), peak_rss_mb_trivy=max(row[5] for row in rows),
     ))
 
 

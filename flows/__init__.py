@@ -21,6 +21,18 @@ def fleet_config(config_path: str | None, images: list[str] | None) -> FleetConf
     return config
 
 
+def publish_markdown(key: str, markdown: str, description: str) -> None:
+    """Create a markdown artifact of this flow run; a Prefect API that fails here is logged, never fatal: the run's
+    results (what was attested, the verdicts) matter more than their page in the UI."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_markdown_artifact
+
+    try:
+        create_markdown_artifact(key=key, markdown=markdown, description=description)
+    except Exception as e:  # noqa: BLE001 - the API is down or refusing: the results still go to the caller
+        get_run_logger().warning("could not publish the %s artifact (%s: %s)", key, type(e).__name__, e)
+
+
 def results_of(state: State[Any]) -> list[Any]:
     """The per-image results of a flow run; a Failed run still carries them (it failed because of some images)."""
     result = state.result(raise_on_failure=False)

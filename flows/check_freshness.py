@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 from pydantic import BaseModel, Field
 
-from flows import fleet_config
+from flows import fleet_config, publish_markdown
 from tasks.batching import Batch, BatchPlan, run_batches
 from tasks.freshness import (
     ImageCheck,
@@ -99,7 +98,7 @@ def check_freshness(
                 problems.append(f"alerting crashed ({type(e).__name__}: {e}); this is a vulnattest bug")
     finally:
         services.close()
-    create_markdown_artifact(key=WHAT_IF_ARTIFACT_KEY if options.max_age else ARTIFACT_KEY,
+    publish_markdown(key=WHAT_IF_ARTIFACT_KEY if options.max_age else ARTIFACT_KEY,
                              markdown=fleet_markdown(verdicts, problems=problems), description=counts_text(verdicts))
     logger.info("%s", counts_text(verdicts))
     if problems:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -27,7 +26,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_DEFAULT_LIMIT
 from prefect.states import Cancelling, Failed
 
-from flows import fleet_config
+from flows import fleet_config, publish_markdown
 from flows.scan_and_attest import ARTIFACT_KEY as BATCH_ARTIFACT_KEY
 from tasks.locks import ensure_registry_limits, registry_limit
 from vulnattest.errors import VulnattestError
@@ -142,7 +141,7 @@ def scan_fleet_in_batches(
 
     results = [_result(batch) for batch in batches]
     failed = [r for r in results if r.state != "Completed"]
-    create_markdown_artifact(key=ARTIFACT_KEY, markdown=_markdown(results, deployment),
+    publish_markdown(key=ARTIFACT_KEY, markdown=_markdown(results, deployment),
                              description=f"{len(results) - len(failed)} of {len(results)} batches completed")
     if failed:
         message = f"{len(failed)} of {len(results)} batch(es) did not attest every image: " + "; ".join(

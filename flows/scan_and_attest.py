@@ -6,14 +6,13 @@ import time
 from typing import Any, cast
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from flows import fleet_config, key_password
+from flows import fleet_config, key_password, publish_markdown
 from flows.chains import Chain, ChainRunner
 from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
 from tasks.stages import attest, hash_report, scan, store, verify
@@ -67,7 +66,7 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
         services.close()
         if locks is not None:
             locks.close()
-    create_markdown_artifact(
+    publish_markdown(
         key=ARTIFACT_KEY, markdown=summary_markdown(outcomes),
         description=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} images attested",
     )

@@ -33,19 +33,25 @@ class CpuTally:
     around it, nor the scanner's own process): benchmarks read it to tell vulnattest's cost from Prefect's."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
+        self.by_stage: dict[str, float] = {}
         self._lock = threading.Lock()
 
+    @property
+    def seconds(self) -> float:
+        """All stages together."""
+        with self._lock:
+            return sum(self.by_stage.values())
+
     @contextmanager
-    def measure(self) -> Iterator[None]:
-        """Add this thread's CPU time within the block."""
+    def measure(self, stage: str) -> Iterator[None]:
+        """Add this thread's CPU time within the block to `stage`'s."""
         started = time.thread_time()
         try:
             yield
         finally:
             spent = time.thread_time() - started
             with self._lock:
-                self.seconds += spent
+                self.by_stage[stage] = self.by_stage.get(stage, 0.0) + spent
 
 
 OWN_CPU = CpuTally()
@@ -65,7 +71,7 @@ def _within(deadline_at: float, stage: str, image: object) -> None:
 def scan(ref: ImageRef, services: Services, deadline_at: float) -> ScanReport:
     """Pin `ref` to its digest (and platform manifest), then scan it."""
     _within(deadline_at, "scan", ref)
-    with deadline(deadline_at), OWN_CPU.measure():
+    with deadline(deadline_at), OWN_CPU.measure("scan"):
         resolved = resolve(services.registries.for_image(ref), ref, services.config.platform)
         report = services.require_scanner().scan(resolved)
     get_run_logger().info("scanned %s in %.1f s: %s", resolved, (report.finished - report.started).total_seconds(),
@@ -76,7 +82,7 @@ def scan(ref: ImageRef, services: Services, deadline_at: float) -> ScanReport:
 @step("hash", "hash {report}", retries=0)
 def hash_report(report: ScanReport) -> str:
     """The hex sha256 of the exact report bytes: what the stored copy must read back as."""
-    with OWN_CPU.measure():
+    with OWN_CPU.measure("hash"):
         return report.sha256
 
 
@@ -84,7 +90,7 @@ def hash_report(report: ScanReport) -> str:
 def store(report: ScanReport, sha256: str, services: Services, deadline_at: float) -> StoredObject:
     """Put the report in the report store, under a key made of its image and finish time."""
     _within(deadline_at, "store", report)
-    with deadline(deadline_at), OWN_CPU.measure():
+    with deadline(deadline_at), OWN_CPU.measure("store"):
         stored = services.store.put(report_key(report.image.image, report.finished), report.body, sha256)
     get_run_logger().info("stored the report of %s at %s", report, stored.uri)
     return stored
@@ -95,7 +101,7 @@ def verify(report: ScanReport, stored: StoredObject, sha256: str, services: Serv
            deadline_at: float) -> VerifiedReport:
     """Read `report`'s stored copy back and check it hashes to `sha256`; a mismatch (tampering) is final."""
     _within(deadline_at, "verify", report)
-    with deadline(deadline_at), OWN_CPU.measure():
+    with deadline(deadline_at), OWN_CPU.measure("verify"):
         verified = verify_stored(services.store, stored, sha256)
     get_run_logger().info("read back %s: sha256 %s matches the scan", verified.uri, sha256[:16])
     return verified
@@ -106,7 +112,7 @@ def attest(report: ScanReport, verified: VerifiedReport, invocation: Invocation,
            deadline_at: float) -> AttachResult:
     """Sign the vuln statement naming the verified report and attach it, replacing older vuln attestations."""
     _within(deadline_at, "attest", report)
-    with deadline(deadline_at), OWN_CPU.measure():
+    with deadline(deadline_at), OWN_CPU.measure("attest"):
         envelope = sign_statement(vuln_statement(report, verified, invocation), services.require_signer())
         client = services.registries.for_image(report.image.image)
         attached = services.attacher.attach(client, report.image, envelope, VULN_PREDICATE_TYPE)

@@ -98,7 +98,7 @@ class FaultProxy:
         self.requests: list[tuple[str, str]] = []
         self.down = False  # when set, every connection is reset, as a host that went away
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.host = f"127.0.0.1:{self.port}"
@@ -218,7 +218,74 @@ class FaultProxy:
         return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that goes away mid-answer (it gave up, or was killed) is what faults are about: no traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 def _reset(connection: socket.socket) -> None:
     """Close with RST rather than FIN, as a crashed peer or a middlebox does."""
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     connection.close()
+
+
+class TcpProxy:
+    """Forwards TCP connections to `upstream` byte for byte (websockets included) until `cut` is called: then
+    every open connection is reset and new ones are reset as they come, as a host that went away."""
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.rpartition(":")
+        self._upstream = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self._listener.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._down = False
+        self._closed = False
+
+    def cut(self) -> None:
+        """Reset every connection, now and from now on."""
+        with self._lock:
+            self._down = True
+            sockets, self._open = self._open, set()
+        for sock in sockets:
+            _reset(sock)
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._down:
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self._upstream)
+            except OSError:
+                _reset(client)
+                continue
+            with self._lock:
+                self._open |= {client, upstream}
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+            target.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass

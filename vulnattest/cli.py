@@ -9,13 +9,13 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from vulnattest.config import format_duration, load_config, parse_duration
+from vulnattest.config import FleetConfig, format_duration, load_config, parse_duration
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
 from vulnattest.outcomes import ImageOutcome
@@ -109,19 +109,58 @@ def run(
 ) -> None:
     """Run scan-and-attest once; exit 0 when every image was attested, 1 otherwise (2: bad config, key or images).
 
-    Uses the Prefect API in PREFECT_API_URL, or a temporary embedded server when it is unset.
+    Uses the Prefect API in PREFECT_API_URL, or a local Prefect server started for the command (its database in
+    PREFECT_HOME) when it is unset. When the API is lost mid-run, says so and reads what was attested from the
+    registry (exit 1).
     """
     from flows import results_of
+    from flows.local import call_flow, drain_prefect_workers, prefect_api
     from flows.scan_and_attest import scan_and_attest
 
     try:
-        load_config(config)
-        state = scan_and_attest(config_path=str(config), images=image or None, return_state=True)
-        outcomes = results_of(state)
+        fleet = load_config(config)
+        with prefect_api() as api:
+            called = call_flow(lambda: scan_and_attest(config_path=str(config), images=image or None,
+                                                       return_state=True))
+            drain_prefect_workers()
+        outcomes = results_of(called.state) if called.state is not None else None
     except VulnattestError as e:
         raise _fail(str(e)) from None
-    _print_outcomes(outcomes)
-    raise typer.Exit(0 if state.is_completed() and all(o.ok for o in outcomes) else 1)
+    if outcomes is not None:
+        _print_outcomes(outcomes)
+    if called.lost is not None or called.state is None:
+        _report_lost_api(api, called.lost or "no state", fleet.with_images(image) if image else fleet, str(config),
+                         called.started)
+        _exit_now(1)
+    raise typer.Exit(0 if called.state.is_completed() and all(o.ok for o in outcomes or []) else 1)
+
+
+def _report_lost_api(api: str, reason: str, fleet: FleetConfig, source: str, started: float) -> None:
+    """Say the Prefect API was lost, and what the registry holds: each image's attestation made since `started`."""
+    from vulnattest.freshness import FreshnessChecker, check_fleet
+    from vulnattest.services import Services
+
+    errors.print(f"[bold red]error:[/] lost the Prefect API at {api} ({reason}); the run's record on the server is "
+                 "incomplete (it may show it Running). What the registry holds now:", highlight=False)
+    services = Services.for_checking(fleet)
+    try:
+        checker = FreshnessChecker.from_config(fleet, services.verifier(), source)
+        verdicts = check_fleet(checker, services.registries, fleet.image_refs(), concurrency=fleet.concurrency)
+    finally:
+        services.close()
+    since = datetime.fromtimestamp(started, UTC)
+    table = Table(title="attested since the run started, as the registry shows")
+    for column in ("image", "digest", "attested by this run", "verdict"):
+        table.add_column(column, overflow="fold")
+    done = 0
+    for v in verdicts:
+        attested = v.last_scan is not None and v.last_scan.finished >= since and v.ok
+        done += attested
+        table.add_row(v.image, (v.digest or "-")[:19], "[green]yes[/]" if attested else "[red]no[/]",
+                      v.verdict.value)
+    console.print(table)
+    console.print(f"{done} of {len(verdicts)} image(s) attested by this run; run `vulnattest run` again for the "
+                  "others once the Prefect API is back", style="red", highlight=False)
 
 
 def _print_outcomes(outcomes: list[ImageOutcome]) -> None:
@@ -259,22 +298,46 @@ def check(
 ) -> None:
     """Run check-freshness once (alerts and events included); exit 0 when every image is fresh, 1 otherwise.
 
-    Also exits 1 when an alert could not be delivered. Uses the Prefect API in PREFECT_API_URL, or a temporary
-    embedded server when it is unset.
+    Also exits 1 when an alert could not be delivered. Uses the Prefect API in PREFECT_API_URL, or a local Prefect
+    server started for the command when it is unset.
     """
     from flows import results_of
     from flows.check_freshness import check_freshness
+    from flows.local import call_flow, drain_prefect_workers, prefect_api
 
     try:
         load_config(config)
-        state = check_freshness(config_path=str(config), images=image or None, return_state=True)
-        verdicts = results_of(state)
+        with prefect_api() as api:
+            called = call_flow(lambda: check_freshness(config_path=str(config), images=image or None,
+                                                       return_state=True))
+            drain_prefect_workers()
     except VulnattestError as e:
         raise _fail(str(e)) from None
+    if called.state is None:
+        _fail(f"lost the Prefect API at {api} ({called.lost}); the check did not finish: run `vulnattest status` for "
+              "the verdicts without Prefect", 1)
+        _exit_now(1)
+    try:
+        verdicts = results_of(called.state)
+    except VulnattestError as e:
+        raise _fail(str(e), 1) from None
     _print_verdicts(verdicts, show_all)
+    state = called.state
+    if called.lost is not None:
+        errors.print(f"[bold red]lost the Prefect API at {api}[/] ({called.lost}): the verdicts above stand, but "
+                     "alerts and events may not have gone out", highlight=False)
+        _exit_now(1)
     if not state.is_completed():
         errors.print(f"[bold red]check-freshness failed:[/] {state.message}", highlight=False)
     raise typer.Exit(0 if state.is_completed() and all(v.ok for v in verdicts) else 1)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit at once, skipping Prefect's at-exit delivery of queued events and logs: with the API gone it retries
+    each one for seconds (minutes in all), and none of them can arrive."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _print_verdicts(verdicts: list[Any], show_all: bool) -> None:

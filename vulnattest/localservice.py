@@ -21,14 +21,17 @@ import httpx
 from vulnattest.errors import VulnattestError
 
 _PR_SET_PDEATHSIG = 1
+# resolved here, in the parent: the child, between fork and exec, must not load anything (another thread of the
+# parent may have held the loader's lock when it forked)
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGTERM this (child) process when the thread that started it ends, however it ends (SIGKILL
-    included), and put it in a process group of its own so a stop reaches whatever it starts in turn."""
+    included), and put it in a process group of its own so a stop reaches whatever it starts in turn. For
+    ``subprocess.Popen(preexec_fn=...)``."""
     os.setpgrp()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -71,7 +74,7 @@ class LocalService:
                                       "there; choose another port")
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as http:  # one client: each new one loads the CA bundle, ~30 ms of CPU

@@ -52,12 +52,10 @@ class Envelope:
         return pae(self.payload_type, self.payload)
 
     def to_json(self) -> bytes:
-        """Serialise as cosign does."""
-        return orjson.dumps({
-            "payloadType": self.payload_type,
-            "payload": base64.b64encode(self.payload).decode(),
-            "signatures": [{"keyid": "", "sig": base64.b64encode(s).decode()} for s in self.signatures],
-        })
+        """Serialise as cosign does (the payload's base64 written as it is: it needs no JSON escaping)."""
+        signatures = [{"keyid": "", "sig": base64.b64encode(s).decode()} for s in self.signatures]
+        return b"".join([b'{"payloadType":', orjson.dumps(self.payload_type), b',"payload":"',
+                         base64.b64encode(self.payload), b'","signatures":', orjson.dumps(signatures), b"}"])
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Envelope:

@@ -37,7 +37,7 @@ from vulnattest.errors import (
     TransientScanError,
     VulnattestError,
 )
-from vulnattest.localservice import LocalService, stop_process_group
+from vulnattest.localservice import LocalService, die_with_parent, stop_process_group
 from vulnattest.registry import ResolvedImage
 from vulnattest.scanners.interface import SEVERITIES, Finding, ScannerInfo, ScanReport
 
@@ -48,28 +48,8 @@ LOCAL_SERVER = "local"
 STANDALONE = "standalone"
 TOKEN_HEADER = "Trivy-Token"  # noqa: S105 - the header's name, not a secret
 _STOP_GRACE = 5.0
+_DB_METADATA_TTL = 60.0
 _GO_PANIC_EXIT = 2  # Go's runtime exits with 2 on a panic; Trivy itself exits with 1 on every error it reports
-
-
-class _Vulnerability(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    VulnerabilityID: str
-    PkgName: str = ""
-    InstalledVersion: str = ""
-    FixedVersion: str | None = None
-    Severity: str = "UNKNOWN"
-
-
-class _Result(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    Target: str = ""
-    Vulnerabilities: list[_Vulnerability] | None = None
-
-
-class _Report(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    SchemaVersion: int
-    Results: list[_Result] | None = None
 
 
 class _DbMetadata(BaseModel):
@@ -87,22 +67,37 @@ class _Version(BaseModel):
 
 
 def parse_findings(report: Any) -> tuple[Finding, ...]:
-    """Read the findings of a Trivy JSON report (already decoded); raise ScanError when it is not one."""
-    try:
-        parsed = _Report.model_validate(report)
-    except ValidationError as e:
-        raise ScanError(f"not a Trivy JSON report: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e
-    return tuple(
-        Finding(
-            vulnerability_id=v.VulnerabilityID,
-            severity=v.Severity if v.Severity in SEVERITIES else "UNKNOWN",
-            package=v.PkgName,
-            installed_version=v.InstalledVersion,
-            fixed_version=v.FixedVersion or None,
-        )
-        for result in parsed.Results or []
-        for v in result.Vulnerabilities or []
-    )
+    """Read the findings of a Trivy JSON report (already decoded); raise ScanError when it is not one.
+
+    Written out by hand rather than through a pydantic model: a real image's report holds thousands of findings,
+    and this runs once per scan and once per attestation checked."""
+    if not isinstance(report, dict) or not isinstance(report.get("SchemaVersion"), int):
+        raise ScanError("not a Trivy JSON report: no integer SchemaVersion at the top level")
+    results = report.get("Results") or []
+    if not isinstance(results, list):
+        raise ScanError("not a Trivy JSON report: Results is not a list")
+    findings: list[Finding] = []
+    for r, result in enumerate(results):
+        vulnerabilities = result.get("Vulnerabilities") if isinstance(result, dict) else None
+        if not isinstance(result, dict) or not isinstance(vulnerabilities, list | None):
+            raise ScanError(f"not a Trivy JSON report: Results[{r}] is not a result with a Vulnerabilities list")
+        for v, vuln in enumerate(vulnerabilities or []):
+            if not isinstance(vuln, dict) or not isinstance(vuln.get("VulnerabilityID"), str):
+                raise ScanError(f"not a Trivy JSON report: Results[{r}].Vulnerabilities[{v}] has no VulnerabilityID")
+            severity = vuln.get("Severity")
+            fixed = vuln.get("FixedVersion")
+            findings.append(Finding(
+                vulnerability_id=vuln["VulnerabilityID"],
+                severity=severity if severity in SEVERITIES else "UNKNOWN",
+                package=_text(vuln.get("PkgName")),
+                installed_version=_text(vuln.get("InstalledVersion")),
+                fixed_version=fixed if isinstance(fixed, str) and fixed else None,
+            ))
+    return tuple(findings)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def find_binary(binary: str) -> str:
@@ -155,6 +150,7 @@ class TrivyScanner:
     probe: ImageProbe | None = field(default=None, repr=False)
     _local: TrivyServer | None = field(default=None, init=False, repr=False)
     _version: _Version | None = field(default=None, init=False, repr=False)
+    _db: tuple[float, _DbMetadata] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -244,11 +240,15 @@ class TrivyScanner:
         started = datetime.now(UTC)
         clock = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="vulnattest-trivy-") as workdir:
-            process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
-                                       env=self.environment(), start_new_session=True)
+            # the report goes to a file in Trivy's own directory: one read, rather than megabytes through a pipe
+            output = Path(workdir) / "report.json"
+            process = subprocess.Popen([*cmd[:-1], "--output", str(output), cmd[-1]], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, cwd=workdir, env=self.environment(),
+                                       preexec_fn=die_with_parent)
             try:
                 # Trivy stops itself at --timeout; the grace covers its shutdown, never a second timeout
-                stdout, stderr = process.communicate(timeout=self.timeout.total_seconds() + 30)
+                _, stderr = process.communicate(timeout=self.timeout.total_seconds() + 30)
+                stdout = output.read_bytes() if process.returncode == 0 and output.exists() else b""
             except subprocess.TimeoutExpired:
                 stop_process_group(process, _STOP_GRACE)  # the whole group: a wrapper's children too
                 waited = timedelta(seconds=round(time.monotonic() - clock))
@@ -316,10 +316,16 @@ class TrivyScanner:
         )
 
     def _db_metadata(self) -> _DbMetadata:
+        """The DB's version and age, read again at most every `_DB_METADATA_TTL` seconds (a server updates its DB
+        hourly at most; each read costs a request)."""
+        with self._lock:
+            if self._db is not None and time.monotonic() - self._db[0] < _DB_METADATA_TTL:
+                return self._db[1]
         url = self.server_url
-        if url is not None:
-            return server_version(url).VulnerabilityDB or _DbMetadata()
-        return _db_metadata(self.cache)
+        db = (server_version(url).VulnerabilityDB or _DbMetadata()) if url is not None else _db_metadata(self.cache)
+        with self._lock:
+            self._db = (time.monotonic(), db)
+        return db
 
     def _trivy_version(self) -> str:
         with self._lock:
