@@ -49,6 +49,11 @@ class Fault:
         return cls("status", status=status, body=body, headers=headers, **match)  # type: ignore[arg-type]
 
     @classmethod
+    def fail_after(cls, status: int, **match: object) -> Fault:
+        """Forward (so the server does the work), then answer `status` instead of the server's answer."""
+        return cls("fail_after", status=status, **match)  # type: ignore[arg-type]
+
+    @classmethod
     def reset(cls, **match: object) -> Fault:
         """Reset the connection (RST) without answering."""
         return cls("reset", **match)  # type: ignore[arg-type]
@@ -96,6 +101,7 @@ class FaultProxy:
         self.upstream = upstream
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        self.times: list[tuple[float, str, str]] = []  # when each request came, for Retry-After checks
         self.down = False  # when set, every connection is reset, as a host that went away
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
@@ -124,6 +130,7 @@ class FaultProxy:
     def _fault_for(self, method: str, path: str) -> Fault | None:
         with self._lock:
             self.requests.append((method, path))
+            self.times.append((time.monotonic(), method, path))
             return next((fault for fault in self.faults if fault.matches(method, path)), None)
 
     def __enter__(self) -> Self:
@@ -168,6 +175,9 @@ class FaultProxy:
                 if fault is not None and kind == "delay":
                     time.sleep(fault.seconds)
                 status, headers, answer = self._forward(body)
+                if fault is not None and kind == "fail_after":
+                    self._answer(fault.status, {"Content-Type": "application/json"}, b'{"errors":[]}')
+                    return
                 if fault is not None and kind == "alter":
                     answer = answer.replace(fault.body, fault.headers["new"].encode())
                 if kind == "cut":

@@ -119,6 +119,8 @@ class StoreSettings(_Strict):
     url: str = Field(DEFAULT_STORE, description="file:///dir, a path, or s3://bucket/prefix")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, …)")
     region: str | None = Field(None, description="S3 region (default: boto3's)")
+    timeout: Duration = Field(timedelta(seconds=60), description="per-request read timeout (S3; each request is "
+                              "retried on its own after one)")
 
     @field_validator("url")
     @classmethod

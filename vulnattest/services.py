@@ -34,7 +34,8 @@ class Services:
         return cls(
             config=config,
             registries=Registries(insecure_hosts=config.insecure_registries(), timeouts=config.registry_timeouts()),
-            store=open_store(config.store.url, endpoint_url=config.store.endpoint_url, region=config.store.region),
+            store=open_store(config.store.url, endpoint_url=config.store.endpoint_url, region=config.store.region,
+                             timeout=config.store.timeout.total_seconds()),
             attacher=CosignAttacher(lock=FileLocks(config.attach_lock_dir)),
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -379,7 +380,9 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.paths: list[str] = []
+        self.keys: list[str | None] = []  # the Idempotency-Key of every POST, answered or not
         self.answers: list[int] = []
+        self.delay = 0.0  # seconds to take before answering (the work is done: received is appended first)
         self._lock = threading.Lock()
         receiver = self
 
@@ -391,6 +394,8 @@ class WebhookReceiver:
                     if status < 300:
                         receiver.received.append(body)
                     receiver.paths.append(self.path)
+                    receiver.keys.append(self.headers.get("Idempotency-Key"))
+                time.sleep(receiver.delay)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

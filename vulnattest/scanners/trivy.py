@@ -48,6 +48,7 @@ LOCAL_SERVER = "local"
 STANDALONE = "standalone"
 TOKEN_HEADER = "Trivy-Token"  # noqa: S105 - the header's name, not a secret
 _STOP_GRACE = 5.0
+_SHUTDOWN_GRACE = 30.0
 _DB_METADATA_TTL = 60.0
 _GO_PANIC_EXIT = 2  # Go's runtime exits with 2 on a panic; Trivy itself exits with 1 on every error it reports
 
@@ -247,7 +248,8 @@ class TrivyScanner:
                                        preexec_fn=die_with_parent)
             try:
                 # Trivy stops itself at --timeout; the grace covers its shutdown, never a second timeout
-                _, stderr = process.communicate(timeout=self.timeout.total_seconds() + 30)
+                grace = min(_SHUTDOWN_GRACE, self.timeout.total_seconds())
+                _, stderr = process.communicate(timeout=self.timeout.total_seconds() + grace)
                 stdout = output.read_bytes() if process.returncode == 0 and output.exists() else b""
             except subprocess.TimeoutExpired:
                 stop_process_group(process, _STOP_GRACE)  # the whole group: a wrapper's children too

@@ -40,12 +40,14 @@ def verify_stored(store: ReportStore, stored: StoredObject, expected_sha256: str
     return VerifiedReport(stored)
 
 
-def open_store(url: str, *, endpoint_url: str | None = None, region: str | None = None) -> ReportStore:
-    """Open the store a URL names: ``file:///dir``, a plain path, or ``s3://bucket/prefix``."""
+def open_store(url: str, *, endpoint_url: str | None = None, region: str | None = None,
+               timeout: float = 60.0) -> ReportStore:
+    """Open the store a URL names: ``file:///dir``, a plain path, or ``s3://bucket/prefix`` (`timeout`: S3's read
+    timeout per request)."""
     if url.startswith("s3://"):
         from vulnattest.storage.s3 import S3ReportStore
 
-        return S3ReportStore.from_url(url, endpoint_url=endpoint_url, region=region)
+        return S3ReportStore.from_url(url, endpoint_url=endpoint_url, region=region, timeout=timeout)
     if url.startswith("file://") or "://" not in url:
         from vulnattest.storage.local import LocalReportStore
 

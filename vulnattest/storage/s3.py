@@ -29,7 +29,8 @@ class S3ReportStore:
     client: Any
 
     @classmethod
-    def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None) -> S3ReportStore:
+    def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None,
+                 timeout: float = 60.0) -> S3ReportStore:
         """Open ``s3://bucket/prefix``; credentials come from boto3's usual chain (env, profile, role)."""
         parsed = urlparse(url)
         if not parsed.netloc:
@@ -38,7 +39,7 @@ class S3ReportStore:
             "s3", endpoint_url=endpoint_url, region_name=region,
             # each request retried on its own (5xx, throttling, timeouts, resets), with backoff and jitter
             config=Config(retries={"mode": "standard", "total_max_attempts": 5}, max_pool_connections=32,
-                          connect_timeout=10, read_timeout=60),
+                          connect_timeout=10, read_timeout=timeout),
         )
         return cls(bucket=parsed.netloc, prefix=parsed.path.strip("/"), client=client)
 
