@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,17 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child between f
     ``subprocess.Popen(preexec_fn=...)``."""
     os.setpgrp()
     _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _parent_death_prefix() -> tuple[str, ...]:
+    """A command prefix that sets the parent-death signal, then execs the command (util-linux's setpriv, on every
+    Debian and Ubuntu); none where it is missing, and the command then outlives a killed parent."""
+    setpriv = shutil.which("setpriv")
+    return (setpriv, "--pdeathsig", "TERM", "--") if setpriv else ()
+
+
+PARENT_DEATH = _parent_death_prefix()
+"""Put before a command started from a thread that waits for it (a scan): it is SIGTERMed if that thread ends."""
 
 
 def free_port() -> int:

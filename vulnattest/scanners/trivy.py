@@ -37,7 +37,7 @@ from vulnattest.errors import (
     TransientScanError,
     VulnattestError,
 )
-from vulnattest.localservice import LocalService, die_with_parent, stop_process_group
+from vulnattest.localservice import PARENT_DEATH, LocalService, stop_process_group
 from vulnattest.registry import ResolvedImage
 from vulnattest.scanners.interface import SEVERITIES, Finding, ScannerInfo, ScanReport
 
@@ -243,9 +243,11 @@ class TrivyScanner:
         with tempfile.TemporaryDirectory(prefix="vulnattest-trivy-") as workdir:
             # the report goes to a file in Trivy's own directory: one read, rather than megabytes through a pipe
             output = Path(workdir) / "report.json"
-            process = subprocess.Popen([*cmd[:-1], "--output", str(output), cmd[-1]], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE, cwd=workdir, env=self.environment(),
-                                       preexec_fn=die_with_parent)
+            # no preexec_fn: that makes Python fork (copying this process's page tables, ~20 ms of CPU at a few
+            # hundred MB) where it can otherwise vfork; the parent-death signal comes from setpriv instead
+            process = subprocess.Popen([*PARENT_DEATH, *cmd[:-1], "--output", str(output), cmd[-1]],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir,
+                                       env=self.environment(), start_new_session=True)
             try:
                 # Trivy stops itself at --timeout; the grace covers its shutdown, never a second timeout
                 grace = min(_SHUTDOWN_GRACE, self.timeout.total_seconds())
@@ -270,7 +272,7 @@ class TrivyScanner:
         findings = parse_findings(decoded)
         return ScanReport(
             image=image, body=stdout, started=started, finished=finished, scanner=self.info(),
-            findings=findings, document=decoded,
+            findings=findings, compact=orjson.dumps(decoded),
         )
 
     def _failure(self, image: ResolvedImage, code: int, stderr: bytes, elapsed: timedelta) -> ScanError:
