@@ -17,7 +17,8 @@ from flows.chains import Chain, ChainRunner
 from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
 from tasks.stages import attest, hash_report, scan, store, verify
 from vulnattest.attestations import Invocation
-from vulnattest.attestations.cosign import AttachResult, CosignAttacher
+from vulnattest.attestations.attach import LayoutAttacher
+from vulnattest.attestations.cosign import AttachResult
 from vulnattest.config import MAX_CONCURRENCY
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
@@ -25,6 +26,7 @@ from vulnattest.outcomes import ImageOutcome, summary_markdown
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.services import Services
 from vulnattest.storage import VerifiedReport
+from vulnattest.verification import LAYOUTS
 
 ARTIFACT_KEY = "scan-and-attest-summary"
 
@@ -50,7 +52,7 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
     if config.attach_lock == "prefect":
         ensure_attach_limits()
         locks = PrefectAttachLocks()
-        services.attacher = CosignAttacher(lock=locks)
+        services.attacher = LayoutAttacher(LAYOUTS[config.attach], lock=locks)
     invocation = Invocation(event_id=str(flow_run.id or ""), uri=str(flow_run.ui_url or ""))
     workers = min(config.concurrency, len(refs))
     logger.info("scanning %d image(s), %d at a time", len(refs), workers)

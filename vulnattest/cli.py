@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -35,6 +37,14 @@ errors = Console(stderr=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="fleet configuration file (YAML)", exists=True,
                                             dir_okay=False, readable=True)]
+
+
+class Layout(StrEnum):
+    """Where attestations are attached (the config's ``attach``)."""
+
+    legacy = "legacy"
+    bundle = "bundle"
+    both = "both"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -190,6 +200,10 @@ def verify(
                                                 "policy's limit, or the config's freshness.max_age)")] = None,
     insecure: Annotated[bool, typer.Option(help="speak plain HTTP to the registry")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    attach: Annotated[Layout | None, typer.Option(
+        "--attach", help="where to read attestations: legacy (cosign's .att tag, Kyverno `type: Cosign`), bundle "
+        "(Sigstore bundle referrers, `type: SigstoreBundle`) or both (default: the config's attach, else legacy)",
+    )] = None,
 ) -> None:
     """Verify IMAGE's vuln attestations as Kyverno would; exit 0 when valid and younger than max-age, else 1.
 
@@ -201,6 +215,7 @@ def verify(
     from vulnattest.registry import RegistryClient, docker_credentials
     from vulnattest.signing.factory import verifier_from_settings
     from vulnattest.signing.interface import PublicKeyVerifier
+    from vulnattest.verification import LAYOUTS
 
     try:
         if key is None and config is None and policy is None:
@@ -221,6 +236,8 @@ def verify(
             verifier = verifier_from_settings(fleet.signing)
         limit = parse_duration(max_age) if max_age else limit
         checker = FreshnessChecker.from_config(fleet, verifier, str(config or "fleet.yaml")).with_max_age(limit)
+        if attach is not None:
+            checker = dataclasses.replace(checker, layouts=LAYOUTS[attach.value])
         client = RegistryClient(ref.registry, insecure=insecure or ref.registry in fleet.insecure_registries(),
                                 credentials=docker_credentials(ref.registry))
         verdict = checker.check(client, ref)

@@ -389,6 +389,11 @@ class FleetConfig(_Strict):
     attach_lock_dir: Path | None = Field(None, description="where file locks live (default "
                                          "$XDG_RUNTIME_DIR/vulnattest/locks, else ~/.cache/vulnattest/locks); every "
                                          "process on the host must use the same")
+    attach: Literal["legacy", "bundle", "both"] = Field(
+        "legacy", description="where attestations go: cosign's .att tag (legacy: what Kyverno `type: Cosign` reads), "
+        "Sigstore bundle referrers (bundle: cosign v3's default, Kyverno `type: SigstoreBundle` and "
+        "ImageValidatingPolicy), or both",
+    )
     attach_lock: Literal["file", "prefect"] = Field(
         "file", description="how writers of one image's attestations are serialised: file locks on this host, "
         "or global concurrency limits on the Prefect server (workers on many hosts)",

@@ -38,7 +38,7 @@ from vulnattest.scanners.interface import severity_counts
 from vulnattest.scanners.trivy import parse_findings
 from vulnattest.signing.interface import Verifier
 from vulnattest.text import md_cell, rfc3339, short_digest
-from vulnattest.verification import AttestationCheck, Check, check_attestations
+from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +229,15 @@ class FreshnessChecker:
     policy: PolicySettings = field(default_factory=PolicySettings)
     commands: OnCallCommands = field(default_factory=OnCallCommands)
     clock_skew: timedelta = MAX_CLOCK_SKEW
+    layouts: tuple[str, ...] = LAYOUTS["legacy"]
+    """Where attestations are read: the layouts the config writes, which its generated policy has Kyverno read."""
 
     @classmethod
     def from_config(cls, config: FleetConfig, verifier: Verifier, config_path: str | None) -> FreshnessChecker:
         """A checker for `config`; `config_path` is named in the commands alerts tell on-call to run."""
         return cls(
             rules=FreshnessRules.from_settings(config.freshness), verifier=verifier, policy=config.policy,
-            commands=OnCallCommands(config_path or "fleet.yaml"),
+            commands=OnCallCommands(config_path or "fleet.yaml"), layouts=LAYOUTS[config.attach],
         )
 
     def with_max_age(self, max_age: timedelta) -> FreshnessChecker:
@@ -259,9 +261,10 @@ class FreshnessChecker:
         except RegistryError as e:
             return self.unreachable(image, e, now)
         resolved = ResolvedImage(image.with_digest(manifest.digest), manifest.digest, manifest.media_type,
-                                 manifest.digest)
+                                 manifest.digest, size=len(manifest.body))
         try:
-            checks = check_attestations(client, resolved, self.verifier, now, clock_skew=self.clock_skew)
+            checks = check_attestations(client, resolved, self.verifier, now, clock_skew=self.clock_skew,
+                                        layouts=self.layouts)
         except TransientError:
             raise
         except RegistryError as e:

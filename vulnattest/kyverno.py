@@ -18,6 +18,7 @@ from vulnattest.policy import ImagePolicy, policy_for
 from vulnattest.scanners.interface import SEVERITIES
 from vulnattest.signing.interface import Verifier
 from vulnattest.signing.kyverno import kyverno_attestors, verifier_from_attestors
+from vulnattest.verification import BUNDLE, LAYOUTS, LEGACY
 
 POLICY_NAME = "vulnattest-fresh-vuln-scan"
 # Trivy leaves Results out when it finds nothing to scan (a static binary on scratch): no findings, not an error;
@@ -59,7 +60,8 @@ def cluster_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAM
     verify_images = [
         {
             "imageReferences": sorted(dict.fromkeys(references)),
-            "type": "Cosign",
+            "type": verifier_type,
+            "failureAction": "Enforce" if enforce else "Audit",
             "required": True,
             "verifyDigest": True,
             "mutateDigest": True,
@@ -70,6 +72,7 @@ def cluster_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAM
             }],
         }
         for policy, references in groups.items()
+        for verifier_type in _verifier_types(config)
     ]
     return {
         "apiVersion": "kyverno.io/v1",
@@ -87,10 +90,9 @@ def cluster_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAM
             },
         },
         "spec": {
-            "validationFailureAction": "Enforce" if enforce else "Audit",
             "background": False,
-            "webhookTimeoutSeconds": 30,
-            "failurePolicy": "Fail",
+            # Fail: a webhook that cannot answer refuses Pods rather than admitting unchecked images
+            "webhookConfiguration": {"failurePolicy": "Fail", "timeoutSeconds": 30},
             "rules": [{
                 "name": "fresh-signed-vuln-scan",
                 "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
@@ -98,6 +100,13 @@ def cluster_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAM
             }],
         },
     }
+
+
+def _verifier_types(config: FleetConfig) -> list[str]:
+    """Kyverno's verifier type per layout the pipeline writes: ``Cosign`` reads the ``.att`` tag, ``SigstoreBundle``
+    the bundle referrers; with both written, admission checks both."""
+    layouts = LAYOUTS[config.attach]
+    return [kind for layout, kind in ((LEGACY, "Cosign"), (BUNDLE, "SigstoreBundle")) if layout in layouts]
 
 
 def _references(registry: str, repository: str) -> list[str]:

@@ -178,6 +178,29 @@ class RegistryClient:
         )
         return sha256_digest(body)
 
+    def put_referrer(self, repository: str, body: bytes) -> tuple[str, bool]:
+        """Store an OCI image manifest that has a ``subject``, by digest; return its digest and whether the registry
+        indexed it for the referrers API (the ``OCI-Subject`` header), so the fallback tag needs no update."""
+        digest = sha256_digest(body)
+        response = self._request("PUT", f"/v2/{repository}/manifests/{digest}", content=body,
+                                 headers={"Content-Type": OCI_MANIFEST}, what=f"{self.host}/{repository}@{digest}")
+        return digest, "oci-subject" in response.headers
+
+    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
+        """The descriptors of `digest`'s referrers from the referrers API, or None when the registry has no such
+        API (it answers 404, as distribution 2.8 does)."""
+        what = f"{self.host}/{repository}@{digest} referrers"
+        try:
+            response = self._request("GET", f"/v2/{repository}/referrers/{digest}", headers={"Accept": OCI_INDEX},
+                                     what=what)
+        except NotFoundError:
+            return None
+        try:
+            manifests = response.json().get("manifests") or []
+        except (ValueError, AttributeError) as e:
+            raise RegistryError(f"{what}: the registry answered what is not an OCI index") from e
+        return [m for m in manifests if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (the registry must allow deletes)."""
         self._request("DELETE", f"/v2/{repository}/manifests/{digest}", what=f"{self.host}/{repository}@{digest}")
@@ -410,6 +433,8 @@ class ResolvedImage:
     media_type: str
     scan_digest: str
     platform: str | None = None
+    size: int | None = None
+    """The attested manifest's size in bytes (a referrer's ``subject`` descriptor carries it)."""
 
     def __str__(self) -> str:
         label = f"{self.image.name}:{self.image.tag}" if self.image.tag else self.image.name
@@ -425,8 +450,9 @@ def resolve(client: RegistryClient, image: ImageRef, platform: str = "linux/amd6
     """Pin `image` to its manifest digest; for an index, also pick the manifest of `platform` to scan."""
     manifest = client.get_manifest(image.repository, image.reference)
     pinned = image.with_digest(manifest.digest)
+    size = len(manifest.body)
     if not manifest.is_index:
-        return ResolvedImage(pinned, manifest.digest, manifest.media_type, manifest.digest)
+        return ResolvedImage(pinned, manifest.digest, manifest.media_type, manifest.digest, size=size)
     wanted = platform.split("/")
     entries = [m for m in manifest.json().get("manifests") or [] if isinstance(m, dict)]
     for entry in entries:
@@ -437,7 +463,7 @@ def resolve(client: RegistryClient, image: ImageRef, platform: str = "linux/amd6
             if not isinstance(digest, str) or not digest.startswith("sha256:"):
                 raise RegistryError(f"{pinned.pinned}: its index names a {platform} manifest without a sha256 digest; "
                                     "the index is broken: push the image again")
-            return ResolvedImage(pinned, manifest.digest, manifest.media_type, digest, platform)
+            return ResolvedImage(pinned, manifest.digest, manifest.media_type, digest, platform, size)
     available = sorted(
         "/".join(filter(None, [p.get("os"), p.get("architecture"), p.get("variant")]))
         for p in (m.get("platform") or {} for m in entries)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from vulnattest.attestations.cosign import CosignAttacher
+from vulnattest.attestations.attach import LayoutAttacher
 from vulnattest.config import FleetConfig
 from vulnattest.errors import VulnattestError
 from vulnattest.locks import FileLocks
@@ -15,6 +15,7 @@ from vulnattest.scanners.trivy import TrivyScanner
 from vulnattest.signing.factory import signer_from_settings, verifier_from_settings
 from vulnattest.signing.interface import Signer, Verifier
 from vulnattest.storage import ReportStore, open_store
+from vulnattest.verification import LAYOUTS
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Services:
     store: ReportStore
     scanner: Scanner | None = None
     signer: Signer | None = None
-    attacher: CosignAttacher = field(default_factory=CosignAttacher)
+    attacher: LayoutAttacher = field(default_factory=LayoutAttacher)
 
     @classmethod
     def for_checking(cls, config: FleetConfig) -> Services:
@@ -36,7 +37,7 @@ class Services:
             registries=Registries(insecure_hosts=config.insecure_registries(), timeouts=config.registry_timeouts()),
             store=open_store(config.store.url, endpoint_url=config.store.endpoint_url, region=config.store.region,
                              timeout=config.store.timeout.total_seconds()),
-            attacher=CosignAttacher(lock=FileLocks(config.attach_lock_dir)),
+            attacher=LayoutAttacher(LAYOUTS[config.attach], lock=FileLocks(config.attach_lock_dir)),
         )
 
     @classmethod

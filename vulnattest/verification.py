@@ -1,4 +1,5 @@
-"""Checks one image's vuln attestations the way Kyverno's ``verifyImages`` (``type: Cosign``) does."""
+"""Checks one image's vuln attestations the way Kyverno's ``verifyImages`` does: in cosign's ``.att`` layout
+(``type: Cosign``) and as Sigstore bundle referrers (``type: SigstoreBundle``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from vulnattest.attestations.bundle import read_bundles
 from vulnattest.attestations.cosign import read_attestations
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.attestations.statement import VULN_PREDICATE_TYPE
@@ -16,6 +18,9 @@ from vulnattest.signing.interface import CertificateMaterial, Verifier
 
 OLD_VULN_PREDICATE_TYPE = "cosign.sigstore.dev/attestation/vuln/v1"
 VULN_TYPES = frozenset({VULN_PREDICATE_TYPE, OLD_VULN_PREDICATE_TYPE})
+LEGACY, BUNDLE = "legacy", "bundle"
+LAYOUTS = {"legacy": (LEGACY,), "bundle": (BUNDLE,), "both": (LEGACY, BUNDLE)}
+"""The config's ``attach`` value: which layouts are written, so which ones admission is expected to read."""
 
 
 class Check(StrEnum):
@@ -67,12 +72,38 @@ def parse_rfc3339(text: Any) -> datetime:
 
 def check_attestations(
     client: RegistryClient, image: ResolvedImage, verifier: Verifier, now: datetime | None = None,
-    clock_skew: timedelta = timedelta(0),
+    clock_skew: timedelta = timedelta(0), layouts: tuple[str, ...] = (LEGACY,),
 ) -> list[AttestationCheck]:
-    """Check every layer that claims a vuln predicate (by annotation or statement); other types are not Kyverno's
+    """Check every attestation that claims a vuln predicate in each of `layouts`; other types are not Kyverno's
     concern. A scan time up to `clock_skew` past `now` is not "in the future" (the scanner's clock may run ahead).
     """
     now = (now or datetime.now(UTC)) + clock_skew
+    checks = _legacy_checks(client, image, verifier, now) if LEGACY in layouts else []
+    if BUNDLE in layouts:
+        checks += _bundle_checks(client, image, verifier, now)
+    return checks
+
+
+def _bundle_checks(client: RegistryClient, image: ResolvedImage, verifier: Verifier,
+                   now: datetime) -> list[AttestationCheck]:
+    """Kyverno's ``type: SigstoreBundle``: every bundle referrer whose statement has the exact vuln type."""
+    checks = []
+    for attached in read_bundles(client, image):
+        where = f"{image.image.pinned} bundle {attached.referrer.digest}"
+        try:
+            envelope = attached.envelope(where)
+            predicate_type = envelope.statement(where).get("predicateType")
+        except VerificationError:
+            continue  # Kyverno skips a bundle whose statement it cannot read when it filters by type
+        if predicate_type != VULN_PREDICATE_TYPE:
+            continue
+        checks.append(_check_envelope(envelope, attached.referrer.digest, image, verifier, now, where))
+    return checks
+
+
+def _legacy_checks(client: RegistryClient, image: ResolvedImage, verifier: Verifier,
+                   now: datetime) -> list[AttestationCheck]:
+    """Kyverno's ``type: Cosign``: every ``.att`` layer that claims a vuln predicate (by annotation or statement)."""
     checks = []
     for attached in read_attestations(client, image):
         where = f"{image.image.pinned} attestation {attached.descriptor.get('digest')}"
@@ -84,24 +115,26 @@ def check_attestations(
                 continue
             if annotated not in VULN_TYPES:
                 continue
-        checks.append(_check_layer(attached.envelope_bytes, str(attached.descriptor.get("digest")), annotated,
-                                   image, verifier, now, where, attached.certificate_material()))
+        digest = str(attached.descriptor.get("digest"))
+        try:
+            envelope = Envelope.from_json(attached.envelope_bytes, where)
+        except VerificationError as e:
+            checks.append(AttestationCheck(digest, ok=False, reason=str(e), failed=Check.ENVELOPE))
+            continue
+        checks.append(_check_envelope(envelope, digest, image, verifier, now, where,
+                                      attached.certificate_material()))
     return checks
 
 
-def _check_layer(
-    envelope_bytes: bytes, layer_digest: str, annotated: str, image: ResolvedImage, verifier: Verifier,
-    now: datetime, where: str, material: CertificateMaterial | None = None,
+def _check_envelope(
+    envelope: Envelope, layer_digest: str, image: ResolvedImage, verifier: Verifier, now: datetime, where: str,
+    material: CertificateMaterial | None = None,
 ) -> AttestationCheck:
     def fail(failed: Check, reason: str, **extra: Any) -> AttestationCheck:
         return AttestationCheck(layer_digest, ok=False, reason=reason, failed=failed, **extra)
 
     try:
-        envelope = Envelope.from_json(envelope_bytes, where)
-    except VerificationError as e:
-        return fail(Check.ENVELOPE, str(e))
-    try:
-        # keys or certificate identity, with the layer's keyless annotations (certificate, chain, Rekor bundle)
+        # keys or certificate identity, with the keyless material (the .att layer's annotations, or the bundle's)
         key = envelope.verify_signer(verifier, material)
     except VerificationError as e:
         return fail(Check.SIGNATURE, str(e))

@@ -85,7 +85,9 @@ def test_policy_is_valid_against_kyvernos_crd(crd_schema: dict[str, Any], config
 def test_policy_names_the_fleet_keys_predicate_and_max_age(config_text: str, tmp_path: Path):
     policy = cluster_policy(parse_config(config_text), NOW)
     assert policy["apiVersion"] == "kyverno.io/v1"
-    assert policy["spec"]["validationFailureAction"] == "Enforce"
+    assert {v["failureAction"] for v in policy["spec"]["rules"][0]["verifyImages"]} == {"Enforce"}
+    assert policy["spec"]["webhookConfiguration"] == {"failurePolicy": "Fail", "timeoutSeconds": 30}
+    assert not {"validationFailureAction", "failurePolicy", "webhookTimeoutSeconds"} & set(policy["spec"])  # deprecated
     references = [r for v in policy["spec"]["rules"][0]["verifyImages"] for r in v["imageReferences"]]
     assert set(references) == {
         "127.0.0.1:5000/team/app:*", "127.0.0.1:5000/team/app@*", "127.0.0.1:5000/team/api:*",
@@ -192,7 +194,7 @@ def test_cli_writes_the_policy(config_text: str, tmp_path: Path):
     assert result.exit_code == 0, result.output
     policy = yaml.safe_load(result.output)
     assert policy["kind"] == "ClusterPolicy"
-    assert policy["spec"]["validationFailureAction"] == "Audit"
+    assert {v["failureAction"] for v in policy["spec"]["rules"][0]["verifyImages"]} == {"Audit"}
 
 
 def test_what_the_policy_asks_of_an_image_reads_back(config_text: str, tmp_path: Path):

@@ -46,6 +46,8 @@ class Envelope:
     payload_type: str
     signatures: tuple[bytes, ...]
     material: CertificateMaterial | None = None
+    key_hint: str | None = None
+    """For a key signature: the key's hint (see `DsseSignature`), which a bundle carries."""
 
     def pae(self) -> bytes:
         """The pre-authentication encoding the signatures cover."""
@@ -107,4 +109,4 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 def sign_statement(statement: bytes, signer: Signer) -> Envelope:
     """Sign an in-toto statement into a DSSE envelope (with certificate material when signed keyless)."""
     signed = signer.sign_dsse(IN_TOTO_PAYLOAD_TYPE, statement)
-    return Envelope(statement, IN_TOTO_PAYLOAD_TYPE, (signed.signature,), signed.material)
+    return Envelope(statement, IN_TOTO_PAYLOAD_TYPE, (signed.signature,), signed.material, signed.key_hint)

@@ -5,6 +5,7 @@ Signatures are ECDSA P-256 over SHA-256, DER encoded, over the DSSE pre-authenti
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ class CertificateMaterial:
     certificate: bytes
     chain: bytes = b""
     rekor_bundle: bytes | None = None
+    bundle: bytes | None = None
+    """The Sigstore bundle the signature was made with (what the bundle layout attaches as it is)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class DsseSignature:
 
     signature: bytes
     material: CertificateMaterial | None = None
+    key_hint: str | None = None
+    """For a key: base64 of the sha256 of its DER public key, as a Sigstore bundle names the key."""
 
 
 class Signer(Protocol):
@@ -101,9 +106,14 @@ class KeySigner:
         """Return the DER-encoded ECDSA P-256 / SHA-256 signature over `data`."""
         raise NotImplementedError
 
+    def public_key_der(self) -> bytes:
+        """The public key, DER SubjectPublicKeyInfo."""
+        raise NotImplementedError
+
     def sign_dsse(self, payload_type: str, payload: bytes) -> DsseSignature:
         """Sign the PAE of `payload`."""
-        return DsseSignature(self.sign(pae(payload_type, payload)))
+        hint = base64.b64encode(hashlib.sha256(self.public_key_der()).digest()).decode()
+        return DsseSignature(self.sign(pae(payload_type, payload)), key_hint=hint)
 
     def close(self) -> None:
         """Release what reaching the key holds open; a key in memory holds nothing."""

@@ -46,6 +46,7 @@ class KeyFileSigner(KeySigner):
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         self._key_id = fingerprint(der)
+        self._der = der
         self.public_key_pem = public_key_pem(private_key)
 
     def __repr__(self) -> str:
@@ -60,6 +61,10 @@ class KeyFileSigner(KeySigner):
     def key_id(self) -> str:
         """Fingerprint of the public key."""
         return self._key_id
+
+    def public_key_der(self) -> bytes:
+        """The public key, DER SubjectPublicKeyInfo."""
+        return self._der
 
     def sign(self, data: bytes) -> bytes:
         """ECDSA P-256 / SHA-256 signature over `data`, DER encoded."""

@@ -11,7 +11,6 @@ finds it (GitHub Actions, Buildkite, GitLab, CircleCI, Google Cloud). Tokens are
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import threading
@@ -22,11 +21,9 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vulnattest.errors import SigningError, is_transient_status
+from vulnattest.errors import SigningError, VerificationError, is_transient_status
 from vulnattest.retrying import REQUEST_RETRIES
-from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial, DsseSignature, TransientSigningError
 
 log = logging.getLogger(__name__)
@@ -176,30 +173,28 @@ class KeylessSigner:
             return self._signer
 
     def _to_cosign(self, bundle_json: str) -> DsseSignature:
+        from vulnattest.attestations.bundle import SigstoreBundle  # attestations build on signing: import late
+
         try:
-            wire = _Bundle.model_validate_json(bundle_json)
-        except ValidationError as e:
+            bundle = SigstoreBundle.parse(bundle_json.encode(), "the bundle sigstore-python made")
+            envelope = bundle.envelope("the bundle sigstore-python made")
+            certificate = bundle.certificate()
+        except VerificationError as e:
             raise SigningError(f"sigstore-python produced a bundle vulnattest cannot read: {e}") from e
-        entry = wire.verification_material.tlog_entries[0]
-        if entry.inclusion_promise is None or entry.integrated_time is None:
+        rekor = bundle.rekor_bundle()
+        if rekor is None or certificate is None:
             raise SigningError(
                 "the transparency log gave no Signed Entry Timestamp (a Rekor v2 log?); cosign's .att layout needs "
                 "one: list a Rekor v1 log (majorApiVersion 1) in the trust config's signing config"
             )
-        certificate = x509.load_der_x509_certificate(base64.b64decode(wire.verification_material.certificate.raw_bytes))
         self._not_after = certificate.not_valid_after_utc
-        if int(entry.integrated_time) > certificate.not_valid_after_utc.timestamp():
+        if rekor.integrated_time > certificate.not_valid_after_utc.timestamp():
             raise _LoggedTooLate
-        rekor = RekorBundle(
-            signed_entry_timestamp=base64.b64decode(entry.inclusion_promise.signed_entry_timestamp),
-            body=base64.b64decode(entry.canonicalized_body), integrated_time=int(entry.integrated_time),
-            log_index=int(entry.log_index), log_id=base64.b64decode(entry.log_id.key_id),
-        )
         return DsseSignature(
-            signature=base64.b64decode(wire.dsse_envelope.signatures[0].sig),
+            signature=envelope.signatures[0],
             material=CertificateMaterial(
                 certificate=certificate.public_bytes(serialization.Encoding.PEM),
-                chain=self._chain_pem(certificate), rekor_bundle=rekor.to_json(),
+                chain=self._chain_pem(certificate), rekor_bundle=rekor.to_json(), bundle=bundle_json.encode(),
             ),
         )
 
@@ -239,45 +234,3 @@ def _plain(error: Exception) -> str:
     """An error's message without anything that looks like a bearer token."""
     text = str(error) or type(error).__name__
     return " ".join("<token>" if word.count(".") == 2 and len(word) > 40 else word for word in text.split())
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-
-class _Signature(_Wire):
-    sig: str
-
-
-class _Envelope(_Wire):
-    signatures: list[_Signature]
-
-
-class _RawBytes(_Wire):
-    raw_bytes: str = Field(alias="rawBytes")
-
-
-class _LogId(_Wire):
-    key_id: str = Field(alias="keyId")
-
-
-class _Promise(_Wire):
-    signed_entry_timestamp: str = Field(alias="signedEntryTimestamp")
-
-
-class _Entry(_Wire):
-    log_index: str | int = Field(alias="logIndex")
-    log_id: _LogId = Field(alias="logId")
-    integrated_time: str | int | None = Field(None, alias="integratedTime")
-    inclusion_promise: _Promise | None = Field(None, alias="inclusionPromise")
-    canonicalized_body: str = Field(alias="canonicalizedBody")
-
-
-class _Material(_Wire):
-    certificate: _RawBytes
-    tlog_entries: list[_Entry] = Field(alias="tlogEntries", min_length=1)
-
-
-class _Bundle(_Wire):
-    verification_material: _Material = Field(alias="verificationMaterial")
-    dsse_envelope: _Envelope = Field(alias="dsseEnvelope")

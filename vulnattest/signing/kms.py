@@ -121,6 +121,11 @@ class AwsKmsSigner(KeySigner):
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    def public_key_der(self) -> bytes:
+        """The public key, DER SubjectPublicKeyInfo."""
+        return self.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+
     def close(self) -> None:
         """Close the KMS client's connection pool."""
         self._client.close()
