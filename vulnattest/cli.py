@@ -39,6 +39,13 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="fleet config
                                             dir_okay=False, readable=True)]
 
 
+class PolicyKind(StrEnum):
+    """Which generation of Kyverno policy to write."""
+
+    cluster_policy = "ClusterPolicy"
+    image_validating_policy = "ImageValidatingPolicy"
+
+
 class Layout(StrEnum):
     """Where attestations are attached (the config's ``attach``)."""
 
@@ -462,14 +469,18 @@ def policy_kyverno(
     config: ConfigOption,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
     audit: Annotated[bool, typer.Option(help="Audit instead of Enforce")] = False,
+    kind: Annotated[PolicyKind, typer.Option(
+        help="ClusterPolicy (kyverno.io/v1, verifyImages: reads the layouts `attach` writes) or "
+        "ImageValidatingPolicy (policies.kyverno.io, CEL: reads Sigstore bundles only)")] = PolicyKind.cluster_policy,
 ) -> None:
-    """Write a Kyverno ClusterPolicy: fleet images, trusted keys or identities, max age, severity conditions."""
+    """Write a Kyverno policy: fleet images, trusted keys or identities, max age, findings conditions."""
     import yaml
 
-    from vulnattest.kyverno import cluster_policy
+    from vulnattest.kyverno import cluster_policy, image_validating_policy
 
+    generate = cluster_policy if kind is PolicyKind.cluster_policy else image_validating_policy
     try:
-        policy = cluster_policy(load_config(config), datetime.now(UTC), enforce=not audit)
+        policy = generate(load_config(config), datetime.now(UTC), enforce=not audit)
     except VulnattestError as e:
         raise _fail(str(e)) from None
     text = yaml.safe_dump(policy, sort_keys=False, width=1000)

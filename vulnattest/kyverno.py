@@ -40,23 +40,8 @@ def cluster_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAM
     if not entries:
         raise VulnattestError("signing trusts no public key and no keyless identity, so the policy would admit no "
                               "Pod: list signing.identities (keyless) or set signing.key")
-    if not config.images:
-        raise VulnattestError("the config lists no images, so the policy would guard nothing: list them under images:")
     attestors = [{"count": 1, "entries": entries}]
-    by_repository: dict[tuple[str, str], dict[ImagePolicy, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for ref in config.image_refs():
-        by_repository[ref.registry, ref.repository][policy_for(config.policy, ref)].append(str(ref))
-    groups: dict[ImagePolicy, list[str]] = defaultdict(list)
-    for (registry, repository), policies in by_repository.items():
-        if len(policies) > 1:
-            split = "; ".join(f"{', '.join(images)}: {policy.describe()}" for policy, images in policies.items())
-            raise VulnattestError(
-                f"{registry}/{repository}: its images fall under different policies ({split}); admission can hold "
-                "a repository to one policy only (a Pod may name any tag, or a digest): make the policy.overrides "
-                f"entry match the whole repository, e.g. `{registry}/{repository}:*`"
-            )
-        [policy] = policies
-        groups[policy].extend(_references(registry, repository))
+    groups = _policy_groups(config)
     verify_images = [
         {
             "imageReferences": sorted(dict.fromkeys(references)),
@@ -213,3 +198,130 @@ def _matches(name: str, patterns: Any) -> bool:
     """Kyverno's wildcard match: ``*`` any run of characters, ``?`` one, everything else literal."""
     return any(re.fullmatch(".*".join(".".join(map(re.escape, part.split("?"))) for part in str(p).split("*")), name)
                for p in patterns or ())
+
+
+# -- Kyverno's CEL generation: ImageValidatingPolicy --------------------------------------------------------------
+
+IVP_API_VERSION = "policies.kyverno.io/v1beta1"
+_VULN_PAYLOAD = "extractPayload(image, attestations.vuln).predicate"
+
+
+def image_validating_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAME,
+                            enforce: bool = True) -> dict[str, Any]:
+    """The ImageValidatingPolicy (Kyverno's CEL generation) for the fleet: the same signers, age limit and findings
+    conditions as `cluster_policy`, one policy per vulnerability policy of the fleet (an ImageValidatingPolicy
+    holds one set of validations).
+
+    It reads Sigstore bundle referrers only (Kyverno verifies IVP attestations through the bundle path), so the
+    config must write them (``attach: bundle`` or ``both``). `extractPayload` gives one verified attestation, not
+    each: vulnattest keeps one vuln bundle per signer, so there is one to give.
+    """
+    if BUNDLE not in LAYOUTS[config.attach]:
+        raise VulnattestError("an ImageValidatingPolicy reads Sigstore bundles only; set `attach: bundle` (or both) in "
+                              "the config and run scan-and-attest, or generate a ClusterPolicy")
+    entries = kyverno_attestors(config.signing)
+    if not entries:
+        raise VulnattestError("signing trusts no public key and no keyless identity, so the policy would admit no "
+                              "Pod: list signing.identities (keyless) or set signing.key")
+    groups = _policy_groups(config)
+    attestors = [_ivp_attestor(f"signer{i}", entry) for i, entry in enumerate(entries)]
+    names = ", ".join(f"attestors.{a['name']}" for a in attestors)
+    policies = []
+    for number, (policy, references) in enumerate(groups.items()):
+        validations = [
+            {"expression": f"images.containers.map(image, verifyAttestationSignatures(image, attestations.vuln, "
+                           f"[{names}]) > 0).all(ok, ok)",
+             "message": "no vuln attestation signed by a vulnattest signer; run `vulnattest run` for this image"},
+            {"expression": f"images.containers.map(image, time.now() - timestamp({_VULN_PAYLOAD}.metadata"
+                           f".scanFinishedOn) <= duration('{int(config.freshness.max_age.total_seconds())}s'))"
+                           ".all(ok, ok)",
+             "message": f"the vulnerability scan is older than {format_duration(config.freshness.max_age)}; run "
+                        "`vulnattest run` for this image"},
+            *_ivp_findings(config, policy, now),
+        ]
+        policies.append({
+            "apiVersion": IVP_API_VERSION,
+            "kind": "ImageValidatingPolicy",
+            "metadata": {"name": name if len(groups) == 1 else f"{name}-{number + 1}"},
+            "spec": {
+                "validationActions": ["Deny" if enforce else "Audit"],
+                "failurePolicy": "Fail",
+                "webhookConfiguration": {"timeoutSeconds": 30},
+                "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                        "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}]},
+                "matchImageReferences": [{"glob": glob} for glob in sorted(dict.fromkeys(references))],
+                "validationConfigurations": {"required": True, "verifyDigest": True, "mutateDigest": True},
+                "attestors": attestors,
+                "attestations": [{"name": "vuln", "intoto": {"type": VULN_PREDICATE_TYPE}}],
+                "validations": validations,
+            },
+        })
+    return policies[0] if len(policies) == 1 else {"apiVersion": "v1", "kind": "List", "items": policies}
+
+
+def _policy_groups(config: FleetConfig) -> dict[ImagePolicy, list[str]]:
+    """The fleet's image reference patterns, grouped by the vulnerability policy that holds for them."""
+    if not config.images:
+        raise VulnattestError("the config lists no images, so the policy would guard nothing: list them under images:")
+    by_repository: dict[tuple[str, str], dict[ImagePolicy, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for ref in config.image_refs():
+        by_repository[ref.registry, ref.repository][policy_for(config.policy, ref)].append(str(ref))
+    groups: dict[ImagePolicy, list[str]] = defaultdict(list)
+    for (registry, repository), policies in by_repository.items():
+        if len(policies) > 1:
+            split = "; ".join(f"{', '.join(images)}: {policy.describe()}" for policy, images in policies.items())
+            raise VulnattestError(
+                f"{registry}/{repository}: its images fall under different policies ({split}); admission can hold "
+                "a repository to one policy only (a Pod may name any tag, or a digest): make the policy.overrides "
+                f"entry match the whole repository, e.g. `{registry}/{repository}:*`"
+            )
+        [policy] = policies
+        groups[policy].extend(_references(registry, repository))
+    return groups
+
+
+def _ivp_attestor(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A ClusterPolicy attestor entry (`kyverno_attestors`) in an ImageValidatingPolicy's form."""
+    if "keys" in entry:
+        keys = entry["keys"]
+        key = {"kms": keys["kms"]} if "kms" in keys else {"data": keys["publicKeys"]}
+        return {"name": name, "cosign": {"key": key, "ctlog": {"insecureIgnoreTlog": True, "insecureIgnoreSCT": True}}}
+    keyless = entry["keyless"]
+    identity = {field: keyless[field] for field in ("subject", "subjectRegExp", "issuer", "issuerRegExp")
+                if field in keyless}
+    ctlog: dict[str, Any] = {"url": keyless["rekor"]["url"]}
+    if keyless["rekor"].get("ignoreTlog"):
+        ctlog["insecureIgnoreTlog"] = True
+    if keyless["rekor"].get("pubkey"):
+        ctlog["rekorPubKey"] = keyless["rekor"]["pubkey"]
+    if keyless["ctlog"].get("ignoreSCT"):
+        ctlog["insecureIgnoreSCT"] = True
+    if keyless["ctlog"].get("pubkey"):
+        ctlog["ctLogPubKey"] = keyless["ctlog"]["pubkey"]
+    cosign: dict[str, Any] = {"keyless": {"identities": [identity]}, "ctlog": ctlog}
+    if keyless.get("roots"):
+        cosign["keyless"]["roots"] = keyless["roots"]
+    return {"name": name, "cosign": cosign}
+
+
+def _ivp_findings(config: FleetConfig, policy: ImagePolicy, now: datetime) -> list[dict[str, str]]:
+    """The findings conditions of `_conditions`, in CEL: no finding at or above the threshold (with a fix, when
+    fixed_only) that the allow list does not cover, and no denied one; ids compared upper-cased."""
+    vulns = f"{_VULN_PAYLOAD}.scanner.result.?Results.orValue([])"
+    checks = []
+    allowed = sorted(entry.id for entry in policy.allow if entry.expires > now)
+    if policy.severity is not None:
+        worst = SEVERITIES[: SEVERITIES.index(policy.severity) + 1]
+        terms = [f"v.?Severity.orValue('') in {list(worst)}"]
+        if policy.fixed_only:
+            terms.append("v.?FixedVersion.orValue('') != ''")
+        if allowed:
+            terms.append(f"!(v.?VulnerabilityID.orValue('').upperAscii() in {allowed})")
+        checks.append((" && ".join(terms),
+                       f"findings at or above {policy.severity}{' with a fix' if policy.fixed_only else ''} are not "
+                       "allowed"))
+    if policy.deny:
+        checks.append((f"v.?VulnerabilityID.orValue('').upperAscii() in {sorted(policy.deny)}",
+                       "denied vulnerabilities found"))
+    return [{"expression": f"images.containers.map(image, !{vulns}.exists(r, r.?Vulnerabilities.orValue([])"
+                           f".exists(v, {test}))).all(ok, ok)", "message": message} for test, message in checks]

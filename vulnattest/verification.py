@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -14,6 +16,7 @@ from vulnattest.attestations.dsse import Envelope
 from vulnattest.attestations.statement import VULN_PREDICATE_TYPE
 from vulnattest.errors import VerificationError
 from vulnattest.registry import RegistryClient, ResolvedImage
+from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial, Verifier
 
 OLD_VULN_PREDICATE_TYPE = "cosign.sigstore.dev/attestation/vuln/v1"
@@ -116,14 +119,30 @@ def _legacy_checks(client: RegistryClient, image: ResolvedImage, verifier: Verif
             if annotated not in VULN_TYPES:
                 continue
         digest = str(attached.descriptor.get("digest"))
+        material = attached.certificate_material()
         try:
             envelope = Envelope.from_json(attached.envelope_bytes, where)
+            _check_logged_envelope(attached.envelope_bytes, material, where)
         except VerificationError as e:
             checks.append(AttestationCheck(digest, ok=False, reason=str(e), failed=Check.ENVELOPE))
             continue
-        checks.append(_check_envelope(envelope, digest, image, verifier, now, where,
-                                      attached.certificate_material()))
+        checks.append(_check_envelope(envelope, digest, image, verifier, now, where, material))
     return checks
+
+
+def _check_logged_envelope(envelope_bytes: bytes, material: CertificateMaterial | None, where: str) -> None:
+    """A keyless ``.att`` layer must hold the very envelope its Rekor ``dsse`` entry recorded: cosign compares the
+    layer's sha256 with the entry's ``envelopeHash`` (and refuses with "matching bundle to payload")."""
+    if material is None or material.rekor_bundle is None:
+        return
+    try:
+        entry = json.loads(RekorBundle.from_json(material.rekor_bundle).body)
+        recorded = entry["spec"]["envelopeHash"]["value"] if entry.get("kind") == "dsse" else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return  # an unreadable entry is the signature check's to refuse, with its own reason
+    if recorded is not None and recorded != hashlib.sha256(envelope_bytes).hexdigest():
+        raise VerificationError(f"{where}: the layer holds another serialisation of the envelope than the one Rekor "
+                                "logged (its envelopeHash); cosign and Kyverno refuse it: attest the image again")
 
 
 def _check_envelope(

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ConfigWriter, kyverno_crd_schema
+from tests.conftest import ConfigWriter
 from tests.flows.test_scan_and_attest import _vuln_layers
 from vulnattest.cli import app
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, DEMO_DEBIAN_PACKAGES, alpine_image, debian_image
@@ -90,17 +90,15 @@ def configs(
 
 
 def test_one_fleet_three_signers_each_accepted_only_by_its_own_config_and_policy(
-    configs: dict[str, Path], fleet: list[str], registry: LocalRegistry, tmp_path: Path,
+    configs: dict[str, Path], fleet: list[str], registry: LocalRegistry, tmp_path: Path, crd_schema: dict[str, Any],
 ):
-    crd_schema = kyverno_crd_schema()  # validated where Kyverno's CRD is at hand; the rest runs everywhere
     runner = CliRunner()
     policies = {}
     for name, config in configs.items():
         policy = tmp_path / f"{name}-policy.yaml"
         result = runner.invoke(app, ["policy", "kyverno", "--config", str(config), "--output", str(policy)])
         assert result.exit_code == 0, result.output
-        if crd_schema is not None:
-            jsonschema.validate(yaml.safe_load(policy.read_text()), crd_schema)
+        jsonschema.validate(yaml.safe_load(policy.read_text()), crd_schema)
         policies[name] = policy
 
     for signer in SIGNERS:

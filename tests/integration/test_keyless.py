@@ -22,7 +22,7 @@ from vulnattest.attestations.cosign import CosignAttacher, attestation_tag
 from vulnattest.config import parse_config
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, alpine_image
 from vulnattest.demo.registry import LocalRegistry, push_image
-from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore, identity_token
+from vulnattest.demo.testpki import FakeSigstoreServer, identity_token
 from vulnattest.errors import SigningError, is_transient
 from vulnattest.images import ImageRef
 from vulnattest.registry import ResolvedImage, resolve
@@ -35,14 +35,6 @@ SUBJECT = "ci@acme.example"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 ISSUER = "https://dex.acme.example"
 CI_VARIABLES = ("GITHUB_ACTIONS", "BUILDKITE", "GITLAB_CI", "CIRCLECI", "SIGSTORE_ID_TOKEN")
-
-
-@pytest.fixture
-def deployment(pki: TestSigstore, sigstore: FakeSigstoreServer, tmp_path: Path) -> Path:
-    """A private deployment's files beside a config: the client trust config and the trusted root."""
-    (tmp_path / "trust_config.json").write_bytes(pki.trust_config_json(sigstore.url, sigstore.url))
-    (tmp_path / "trusted_root.json").write_bytes(pki.trusted_root_json(rekor_url=sigstore.url))
-    return tmp_path
 
 
 def _config(directory: Path, subject: str = SUBJECT, issuer: str = ISSUER) -> str:

@@ -23,8 +23,9 @@ from vulnattest.cli import app
 from vulnattest.config import FleetConfig
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, alpine_image
 from vulnattest.demo.registry import LocalRegistry, push_image
+from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
-from vulnattest.kyverno import cluster_policy
+from vulnattest.kyverno import cluster_policy, image_validating_policy
 from vulnattest.registry import ResolvedImage, resolve
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.signing.keyfile import KeyFileSigner, generate_keypair
@@ -37,11 +38,12 @@ CASES = ("fresh", "stale", "missing", "other-signer")
 
 @dataclass(frozen=True)
 class Fleet:
-    """Images attested in one layout: one per case, by digest."""
+    """Images attested in one layout: one per case, by digest; the policies generated for them."""
 
     layout: str
     images: dict[str, str]
     policy: Path
+    config: FleetConfig
 
 
 def attest(registry: LocalRegistry, image: ResolvedImage, signer: KeyFileSigner, age: timedelta, layout: str) -> None:
@@ -75,7 +77,7 @@ def fleet(request: pytest.FixtureRequest, registry: LocalRegistry, keypair: tupl
     })
     policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
     policy.write_text(yaml.safe_dump(cluster_policy(config, datetime.now(UTC)), sort_keys=False))
-    return Fleet(layout, images, policy)
+    return Fleet(layout, images, policy, config)
 
 
 def cosign_verify(cosign: Path, public_key: Path, image: str) -> subprocess.CompletedProcess[str]:
@@ -120,6 +122,21 @@ def test_kyverno_admits_the_fresh_image_and_refuses_the_stale_the_missing_and_an
     assert "the vulnerability scan is older than 168h0m0s" in decisions["stale"][1]
 
 
+def test_kyverno_judges_bundles_with_the_image_validating_policy_as_with_the_cluster_policy(
+    fleet: Fleet, kyverno: Path, tmp_path: Path
+):
+    if fleet.layout != "bundle":
+        with pytest.raises(VulnattestError, match="reads Sigstore bundles only"):
+            image_validating_policy(fleet.config, datetime.now(UTC))
+        return
+    policy = tmp_path / "ivp.yaml"
+    policy.write_text(yaml.safe_dump(image_validating_policy(fleet.config, datetime.now(UTC)), sort_keys=False))
+    decisions = {case: kyverno_admits(kyverno, policy, image, tmp_path) for case, image in fleet.images.items()}
+    assert {case: admitted for case, (admitted, _) in decisions.items()} == {
+        "fresh": True, "stale": False, "missing": False, "other-signer": False}, decisions
+    assert "the vulnerability scan is older than 168h0m0s" in decisions["stale"][1]
+
+
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
 def test_vulnattest_accepts_what_cosign_attests(
     layout: str, registry: LocalRegistry, cosign: Path, keypair: tuple[Path, Path], tmp_path: Path
@@ -152,3 +169,37 @@ def test_vulnattest_accepts_what_cosign_attests(
     other = CliRunner().invoke(app, ["verify", image, "--key", str(keypair[1]), "--attach",
                                      "bundle" if layout == "legacy" else "legacy"])
     assert other.exit_code == 1 and "missing" in other.output  # only the layout cosign wrote holds it
+
+
+FINDINGS_POLICIES = {
+    "critical-refused": ({"severity": "CRITICAL"}, False),
+    "critical-allowed": ({"severity": "CRITICAL", "allow": [
+        {"id": "cve-2099-0001", "reason": "not reachable", "expires": "2999-01-01"}]}, True),
+    "high-with-a-fix": ({"severity": "HIGH", "fixed_only": True}, False),
+    "medium-unfixed-ignored": ({"severity": "MEDIUM", "fixed_only": True, "allow": [
+        {"id": "CVE-2099-0001", "reason": "not reachable", "expires": "2999-01-01"}]}, True),
+    "denied": ({"deny": ["CVE-2099-0003"]}, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FINDINGS_POLICIES))
+def test_kyverno_and_vulnattest_judge_the_findings_alike(
+    case: str, fleet: Fleet, kyverno: Path, keypair: tuple[Path, Path], registry: LocalRegistry, tmp_path: Path
+):
+    from vulnattest.freshness import FreshnessChecker
+    from vulnattest.signing.factory import verifier_from_settings
+
+    settings, admitted = FINDINGS_POLICIES[case]
+    config = fleet.config.model_copy(update={"policy": FleetConfig.model_validate({"policy": settings}).policy})
+    image = fleet.images["fresh"]  # its report: CVE-2099-0001 critical with a fix, CVE-2099-0003 medium without
+    generated = [cluster_policy(config, datetime.now(UTC))]
+    if fleet.layout == "bundle":
+        generated.append(image_validating_policy(config, datetime.now(UTC)))
+    for number, document in enumerate(generated):
+        policy = tmp_path / f"policy-{number}.yaml"
+        policy.write_text(yaml.safe_dump(document, sort_keys=False))
+        decision, output = kyverno_admits(kyverno, policy, image, tmp_path)
+        assert decision is admitted, (document["kind"], output[-3000:])
+    checker = FreshnessChecker.from_config(config, verifier_from_settings(config.signing), "fleet.yaml")
+    verdict = checker.check(registry.client(), ImageRef.parse(image))
+    assert verdict.ok is admitted, verdict.reason

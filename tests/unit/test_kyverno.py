@@ -19,7 +19,7 @@ from vulnattest.attestations import VULN_PREDICATE_TYPE
 from vulnattest.cli import app
 from vulnattest.config import parse_config
 from vulnattest.errors import ScanError, VulnattestError
-from vulnattest.kyverno import cluster_policy
+from vulnattest.kyverno import cluster_policy, image_validating_policy
 from vulnattest.policy import evaluate_report, policy_for
 from vulnattest.signing import generate_keypair
 
@@ -80,6 +80,22 @@ def test_policy_is_valid_against_kyvernos_crd(crd_schema: dict[str, Any], config
     broken["spec"]["rules"][0]["verifyImages"][0]["required"] = "yes"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, crd_schema)
+
+
+def test_the_image_validating_policy_is_valid_against_kyvernos_crd(ivp_crd_schema: dict[str, Any], config_text: str):
+    config = parse_config(config_text).model_copy(update={"attach": "bundle"})
+    generated = image_validating_policy(config, NOW)
+    # the config's per-image overrides make one policy per vulnerability policy, in a List
+    policies = generated["items"] if generated["kind"] == "List" else [generated]
+    assert len(policies) > 1
+    for policy in policies:
+        jsonschema.validate(policy, ivp_crd_schema)
+        assert policy["spec"]["validationActions"] == ["Deny"]
+        assert policy["spec"]["attestations"] == [{"name": "vuln", "intoto": {"type": VULN_PREDICATE_TYPE}}]
+    broken = json.loads(json.dumps(policies[0]))
+    broken["spec"]["validationActions"] = "Deny"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, ivp_crd_schema)
 
 
 def test_policy_names_the_fleet_keys_predicate_and_max_age(config_text: str, tmp_path: Path):

@@ -127,7 +127,9 @@ class CosignAttacher:
         With ``replace=False`` older layers stay, as ``cosign attest`` without ``--replace`` leaves them.
         """
         repository, tag = image.image.repository, attestation_tag(image.digest)
-        envelope_bytes = envelope.to_json()
+        # keyless: the bytes the log recorded, whose hash cosign checks; else our serialisation
+        logged = envelope.material.envelope if envelope.material is not None else None
+        envelope_bytes = logged if logged is not None else envelope.to_json()
         layer = {
             "mediaType": DSSE_LAYER,
             "size": len(envelope_bytes),

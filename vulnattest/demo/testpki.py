@@ -38,6 +38,9 @@ from vulnattest.signing.certificates import (
 _EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
 
+REKOR_ORIGIN = "rekor.test - 2605736670972794746"
+
+
 def _der_length(length: int) -> bytes:
     if length < 0x80:
         return bytes([length])
@@ -216,12 +219,20 @@ class TestSigstore:
             "logID": bundle.log_id.hex(), "logIndex": index,
             "verification": {
                 "signedEntryTimestamp": base64.b64encode(signature).decode(),
-                # a one-leaf tree per entry: enough for a client that records, not audits, the proof
+                # a one-leaf tree per entry, its signed tree head a checkpoint in Rekor v1's form (verifiers check it)
                 "inclusionProof": {"logIndex": 0, "rootHash": leaf_hash, "treeSize": 1, "hashes": [],
-                                   "checkpoint": f"test-rekor\n1\n{_b64(bytes.fromhex(leaf_hash))}\n"},
+                                   "checkpoint": self._checkpoint(bytes.fromhex(leaf_hash))},
             },
         }}
         return bundle, answer
+
+    def _checkpoint(self, root_hash: bytes, tree_size: int = 1) -> str:
+        """A signed checkpoint as Rekor v1 writes one (rekor ``pkg/util``: a signed note whose origin ends with the tree
+        id, signed over the note text, the key named by the first four bytes of the sha256 of its DER key)."""
+        text = f"{REKOR_ORIGIN}\n{tree_size}\n{_b64(root_hash)}\n"
+        signature = self.rekor_key.sign(text.encode(), ec.ECDSA(hashes.SHA256()))
+        key_hash = hashlib.sha256(_spki(self.rekor_key.public_key())).digest()[:4]
+        return f"{text}\n\u2014 {REKOR_ORIGIN.split()[0]} {_b64(key_hash + signature)}\n"
 
     def trusted_root_json(self, *, rekor_url: str = "http://rekor.invalid", fulcio_url: str = "http://fulcio.invalid",
                           ctlog_url: str = "http://ctlog.invalid") -> bytes:

@@ -45,6 +45,9 @@ class CertificateMaterial:
     rekor_bundle: bytes | None = None
     bundle: bytes | None = None
     """The Sigstore bundle the signature was made with (what the bundle layout attaches as it is)."""
+    envelope: bytes | None = None
+    """The DSSE envelope exactly as the log recorded it (its sha256 is the entry's ``envelopeHash``): cosign checks
+    the ``.att`` layer's bytes against it, so that layout stores these bytes."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ finds it (GitHub Actions, Buildkite, GitLab, CircleCI, Google Cloud). Tokens are
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -195,6 +197,7 @@ class KeylessSigner:
             material=CertificateMaterial(
                 certificate=certificate.public_bytes(serialization.Encoding.PEM),
                 chain=self._chain_pem(certificate), rekor_bundle=rekor.to_json(), bundle=bundle_json.encode(),
+                envelope=_logged_envelope(bundle_json, rekor.body),
             ),
         )
 
@@ -210,6 +213,20 @@ class KeylessSigner:
             chain.append(issuer)
             current = issuer
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+
+
+def _logged_envelope(bundle_json: str, entry_body: bytes) -> bytes:
+    """The envelope's JSON as sigstore-python sent it to Rekor (its public model's serialisation, which is how it
+    serialises what it logs), checked against the entry's ``envelopeHash``."""
+    from sigstore_models.intoto import Envelope as WireEnvelope
+
+    logged = WireEnvelope.from_dict(json.loads(bundle_json)["dsseEnvelope"]).to_json().encode()
+    spec = json.loads(entry_body).get("spec") or {}
+    recorded = (spec.get("envelopeHash") or {}).get("value")
+    if recorded is not None and recorded != hashlib.sha256(logged).hexdigest():
+        raise SigningError("the envelope Rekor logged is not the one sigstore-python returned (its envelopeHash "
+                           "differs), so cosign would refuse the .att layer: report this with the sigstore version")
+    return logged
 
 
 class _LoggedTooLate(Exception):
