@@ -137,7 +137,9 @@ def _check_logged_envelope(envelope_bytes: bytes, material: CertificateMaterial 
         return
     try:
         entry = json.loads(RekorBundle.from_json(material.rekor_bundle).body)
-        recorded = entry["spec"]["envelopeHash"]["value"] if entry.get("kind") == "dsse" else None
+        spec = entry["spec"]
+        # dsse records it as envelopeHash, intoto as content.hash (cosign's bundleHash reads either)
+        recorded = (spec["envelopeHash"] if entry.get("kind") == "dsse" else spec["content"]["hash"])["value"]
     except (ValueError, KeyError, TypeError, AttributeError):
         return  # an unreadable entry is the signature check's to refuse, with its own reason
     if recorded is not None and recorded != hashlib.sha256(envelope_bytes).hexdigest():

@@ -45,6 +45,7 @@ def _signed(
     pki: TestSigstore, *, subject: str = SUBJECT, issuer: str = ISSUER, payload: bytes = PAYLOAD,
     not_before: datetime | None = None, lifetime: timedelta = timedelta(minutes=10),
     integrated_at: datetime | None = None, sct: bool = True, ca: CertificateAuthority | None = None,
+    kind: str = "dsse",
 ) -> tuple[bytes, CertificateMaterial]:
     """Sign `payload` as keyless signing does; return the signature and the layer's certificate material."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -53,7 +54,7 @@ def _signed(
     signature = key.sign(pae(IN_TOTO, payload), ec.ECDSA(hashes.SHA256()))
     envelope = json.dumps({"payloadType": IN_TOTO, "payload": base64.b64encode(payload).decode(),
                            "signatures": [{"keyid": "", "sig": base64.b64encode(signature).decode()}]}).encode()
-    bundle, _ = pki.log_dsse(envelope, cert, integrated_at=integrated_at)
+    bundle, _ = pki.log_dsse(envelope, cert, integrated_at=integrated_at, kind=kind)
     chain = ca.certificate.public_bytes(serialization.Encoding.PEM) if ca else pki.chain_pem()
     return signature, CertificateMaterial(cert.public_bytes(serialization.Encoding.PEM), chain, bundle.to_json())
 
@@ -69,6 +70,16 @@ def test_the_configured_identity_is_accepted_with_its_signing_time(pki: TestSigs
     assert signer.signed_at is not None
     assert abs(signer.signed_at - datetime.now(UTC)) < timedelta(minutes=1)
     assert SUBJECT in signer.key_id
+
+
+def test_entries_cosign_v2_logged_as_intoto_are_accepted_as_cosign_and_kyverno_accept_them(
+    pki: TestSigstore, trust: TrustMaterial
+):
+    signature, material = _signed(pki, kind="intoto")
+    assert _verifier(trust).verify_dsse(IN_TOTO, PAYLOAD, [signature], material).identity == SUBJECT
+    other, _ = _signed(pki, kind="intoto")  # a signature of another key than the logged certificate's
+    with pytest.raises(VerificationError):
+        _verifier(trust).verify_dsse(IN_TOTO, PAYLOAD, [other], material)
 
 
 def test_regexp_identities_match_like_cosign(pki: TestSigstore, trust: TrustMaterial):

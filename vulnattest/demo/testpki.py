@@ -195,18 +195,25 @@ class TestSigstore:
 
     def log_dsse(
         self, envelope_json: bytes, certificate: x509.Certificate, *, integrated_at: datetime | None = None,
+        kind: str = "dsse",
     ) -> tuple[RekorBundle, dict[str, Any]]:
-        """Log a DSSE envelope as Rekor v1 does (kind dsse/0.0.1): return cosign's bundle and Rekor's API answer."""
+        """Log a DSSE envelope as Rekor v1 does, as a dsse/0.0.1 entry (sigstore-python, cosign v3) or, with `kind`
+        ``intoto``, an intoto/0.0.2 one (cosign v2): return cosign's bundle and Rekor's API answer."""
         envelope = json.loads(envelope_json)
-        body = rfc8785.dumps({
-            "apiVersion": "0.0.1", "kind": "dsse", "spec": {
-                "envelopeHash": {"algorithm": "sha256", "value": hashlib.sha256(envelope_json).hexdigest()},
-                "payloadHash": {"algorithm": "sha256",
-                                "value": hashlib.sha256(base64.b64decode(envelope["payload"])).hexdigest()},
-                "signatures": [{"signature": s["sig"], "verifier": base64.b64encode(_pem(certificate)).decode()}
-                               for s in envelope["signatures"]],
-            },
-        })
+        envelope_hash = {"algorithm": "sha256", "value": hashlib.sha256(envelope_json).hexdigest()}
+        payload = base64.b64decode(envelope["payload"])
+        payload_hash = {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}
+        verifier = base64.b64encode(_pem(certificate)).decode()
+        if kind == "intoto":  # rekor pkg/types/intoto/v0.0.2: sig is the envelope's base64 text, base64-encoded
+            body = rfc8785.dumps({"apiVersion": "0.0.2", "kind": "intoto", "spec": {"content": {
+                "envelope": {"payloadType": envelope["payloadType"],
+                             "signatures": [{"sig": base64.b64encode(s["sig"].encode()).decode(),
+                                             "publicKey": verifier} for s in envelope["signatures"]]},
+                "hash": envelope_hash, "payloadHash": payload_hash}}})
+        else:
+            body = rfc8785.dumps({"apiVersion": "0.0.1", "kind": "dsse", "spec": {
+                "envelopeHash": envelope_hash, "payloadHash": payload_hash,
+                "signatures": [{"signature": s["sig"], "verifier": verifier} for s in envelope["signatures"]]}})
         with self._lock:
             index, self._log_index = self._log_index, self._log_index + 1
         moment = integrated_at or datetime.now(UTC)

@@ -581,13 +581,24 @@ def _check_entry_body(body: bytes, leaf: x509.Certificate, payload: bytes, signa
         kind, version, spec = entry["kind"], entry["apiVersion"], entry["spec"]
     except (ValueError, KeyError, TypeError) as e:
         raise VerificationError("the Rekor entry body is not a Rekor entry") from e
-    if (kind, version) != ("dsse", "0.0.1"):
-        raise VerificationError(f"Rekor entry kind {kind}/{version} is not supported (vulnattest logs dsse/0.0.1)")
-    payload_hash = spec.get("payloadHash") or {}
+    cert_pem = leaf.public_bytes(serialization.Encoding.PEM)
+    if (kind, version) == ("dsse", "0.0.1"):  # what sigstore-python and cosign v3 log
+        payload_hash = spec.get("payloadHash") or {}
+        expected = {"signature": base64.b64encode(signature).decode(),
+                    "verifier": base64.b64encode(cert_pem).decode()}
+        recorded = [dict(s) for s in spec.get("signatures") or [] if isinstance(s, Mapping)]
+    elif (kind, version) == ("intoto", "0.0.2"):  # what cosign v2 logged (rekor pkg/types/intoto/v0.0.2)
+        content = spec.get("content") or {}
+        payload_hash = content.get("payloadHash") or {}
+        # its signature and key are base64 of the envelope's own base64 text and of the PEM certificate
+        expected = {"sig": base64.b64encode(base64.b64encode(signature)).decode(),
+                    "publicKey": base64.b64encode(cert_pem).decode()}
+        recorded = [{"sig": s.get("sig"), "publicKey": s.get("publicKey")}
+                    for s in (content.get("envelope") or {}).get("signatures") or [] if isinstance(s, Mapping)]
+    else:
+        raise VerificationError(f"Rekor entry kind {kind}/{version} is not supported (dsse/0.0.1 and intoto/0.0.2 "
+                                "are, as cosign and Kyverno read them)")
     if payload_hash.get("algorithm") != "sha256" or payload_hash.get("value") != hashlib.sha256(payload).hexdigest():
         raise VerificationError("the Rekor entry records another payload than this attestation's")
-    cert_pem = leaf.public_bytes(serialization.Encoding.PEM)
-    expected = {"signature": base64.b64encode(signature).decode(), "verifier": base64.b64encode(cert_pem).decode()}
-    recorded: list[Mapping[str, Any]] = spec.get("signatures") or []
-    if not any(dict(s) == expected for s in recorded):
+    if expected not in recorded:
         raise VerificationError("the Rekor entry records another signature or certificate than this attestation's")
