@@ -224,7 +224,8 @@ def image_validating_policy(config: FleetConfig, now: datetime, *, name: str = P
         raise VulnattestError("signing trusts no public key and no keyless identity, so the policy would admit no "
                               "Pod: list signing.identities (keyless) or set signing.key")
     groups = _policy_groups(config)
-    attestors = [_ivp_attestor(f"signer{i}", entry) for i, entry in enumerate(entries)]
+    trusted_root = config.signing.trusted_root.read_text() if config.signing.trusted_root else None
+    attestors = [_ivp_attestor(f"signer{i}", entry, trusted_root) for i, entry in enumerate(entries)]
     names = ", ".join(f"attestors.{a['name']}" for a in attestors)
     policies = []
     for number, (policy, references) in enumerate(groups.items()):
@@ -280,8 +281,10 @@ def _policy_groups(config: FleetConfig) -> dict[ImagePolicy, list[str]]:
     return groups
 
 
-def _ivp_attestor(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A ClusterPolicy attestor entry (`kyverno_attestors`) in an ImageValidatingPolicy's form."""
+def _ivp_attestor(name: str, entry: Mapping[str, Any], trusted_root: str | None) -> dict[str, Any]:
+    """A ClusterPolicy attestor entry (`kyverno_attestors`) in an ImageValidatingPolicy's form; a keyless one takes
+    a private deployment's whole `trusted_root` (Kyverno checks bundles against a trusted root, the public one from
+    TUF unless given one)."""
     if "keys" in entry:
         keys = entry["keys"]
         key = {"kms": keys["kms"]} if "kms" in keys else {"data": keys["publicKeys"]}
@@ -299,7 +302,9 @@ def _ivp_attestor(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     if keyless["ctlog"].get("pubkey"):
         ctlog["ctLogPubKey"] = keyless["ctlog"]["pubkey"]
     cosign: dict[str, Any] = {"keyless": {"identities": [identity]}, "ctlog": ctlog}
-    if keyless.get("roots"):
+    if trusted_root is not None:
+        cosign["trustedRoot"] = {"value": trusted_root}
+    elif keyless.get("roots"):
         cosign["keyless"]["roots"] = keyless["roots"]
     return {"name": name, "cosign": cosign}
 

@@ -29,6 +29,7 @@ from vulnattest.registry import ResolvedImage, resolve
 from vulnattest.signing.certificates import RekorBundle, certificate_issuer, certificate_subjects
 from vulnattest.signing.factory import signer_from_settings, verifier_from_settings
 from vulnattest.signing.keyless import CERTIFICATE_MARGIN, KeylessSigner, identity_token_source
+from vulnattest.text import rfc3339
 from vulnattest.verification import check_attestations
 
 SUBJECT = "ci@acme.example"
@@ -44,12 +45,13 @@ def _config(directory: Path, subject: str = SUBJECT, issuer: str = ISSUER) -> st
     )
 
 
-def _statement(image: ResolvedImage) -> bytes:
+def _statement(image: ResolvedImage, finished: datetime | None = None) -> bytes:
+    finished = finished or datetime(2026, 11, 28, 0, 0, 1, tzinfo=UTC)
     return json.dumps({
         "_type": STATEMENT_V1, "predicateType": VULN_PREDICATE_TYPE,
         "subject": [{"name": image.image.name, "digest": {"sha256": image.digest.removeprefix("sha256:")}}],
-        "predicate": {"metadata": {"scanStartedOn": "2026-11-28T00:00:00Z",
-                                   "scanFinishedOn": "2026-11-28T00:00:01Z"}},
+        "predicate": {"metadata": {"scanStartedOn": rfc3339(finished - timedelta(seconds=1)),
+                                   "scanFinishedOn": rfc3339(finished)}},
     }).encode()
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.integration.test_keyless import ISSUER, SUBJECT, _config, _statement
 from vulnattest.attestations import VULN_PREDICATE_TYPE, sign_statement
@@ -74,3 +76,35 @@ def test_a_keyless_layer_holding_another_serialisation_of_its_envelope_is_refuse
     assert done.returncode != 0 and "matching bundle to payload" in done.stderr
     [check] = check_attestations(client, image, verifier_from_settings(signing))
     assert not check.ok and "another serialisation of the envelope" in check.reason
+
+
+def test_kyverno_admits_vulnattests_keyless_attestation_with_the_generated_policy_for_its_identity_only(
+    deployment: Path, sigstore: FakeSigstoreServer, registry: LocalRegistry, kyverno: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+):
+    from tests.interop.test_cosign_and_kyverno import kyverno_admits
+    from vulnattest.kyverno import cluster_policy
+
+    # The legacy layout only: Kyverno 1.19 checks keyless bundles (ClusterPolicy SigstoreBundle, and every
+    # ImageValidatingPolicy keyless attestor) against trust it fetches through TUF, which a private deployment
+    # offline cannot serve; cosign, given the trusted root, judges keyless bundles above.
+    layout = "legacy"
+
+    monkeypatch.setenv("SIGSTORE_ID_TOKEN", identity_token(subject=SUBJECT, issuer=ISSUER))
+    client = registry.client()
+    repository = f"keyless-kyverno-{layout}/app"
+    push_image(client, repository, "1", alpine_image(DEMO_ALPINE_PACKAGES, marker=f"klk-{layout}"))
+    image = resolve(client, ImageRef.parse(f"{registry.host}/{repository}:1"))
+    config = parse_config(_config(deployment) + f"images: ['{registry.host}/{repository}:1']\nattach: {layout}\n",
+                          base=deployment)
+    envelope = sign_statement(_statement(image, finished=datetime.now(UTC)), signer_from_settings(config.signing))
+    LayoutAttacher(LAYOUTS[layout]).attach(client, image, envelope, VULN_PREDICATE_TYPE)
+    decisions = {}
+    for name, subject in (("ours", SUBJECT), ("another", "someone-else@acme.example")):
+        other = parse_config(_config(deployment, subject=subject)
+                             + f"images: ['{registry.host}/{repository}:1']\nattach: {layout}\n", base=deployment)
+        policy = tmp_path / f"{name}.yaml"
+        policy.write_text(yaml.safe_dump(cluster_policy(other, datetime.now(UTC)), sort_keys=False))
+        decisions[name] = kyverno_admits(kyverno, policy, image.image.pinned, tmp_path)
+    assert decisions["ours"][0], decisions["ours"][1][-3000:]
+    assert not decisions["another"][0]
