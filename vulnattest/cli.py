@@ -234,17 +234,17 @@ def verify(
         ref = ImageRef.parse(image)
         verifier: Verifier
         limit = fleet.freshness.max_age
+        layouts = LAYOUTS[fleet.attach]
         if key:
             verifier = PublicKeyVerifier.from_pem_files(key)
         elif policy:
             required = _policy_requirements(policy, ref)
-            verifier, limit = required.verifier, required.max_age or limit
+            verifier, limit, layouts = required.verifier, required.max_age or limit, required.layouts
         else:
             verifier = verifier_from_settings(fleet.signing)
         limit = parse_duration(max_age) if max_age else limit
         checker = FreshnessChecker.from_config(fleet, verifier, str(config or "fleet.yaml")).with_max_age(limit)
-        if attach is not None:
-            checker = dataclasses.replace(checker, layouts=LAYOUTS[attach.value])
+        checker = dataclasses.replace(checker, layouts=LAYOUTS[attach.value] if attach is not None else layouts)
         client = RegistryClient(ref.registry, insecure=insecure or ref.registry in fleet.insecure_registries(),
                                 credentials=docker_credentials(ref.registry))
         verdict = checker.check(client, ref)

@@ -28,6 +28,7 @@ from vulnattest.errors import (
     ScanError,
     TransientError,
     TransientRegistryError,
+    VerificationError,
     VulnattestError,
     is_transient_status,
 )
@@ -262,14 +263,22 @@ class FreshnessChecker:
             return self.unreachable(image, e, now)
         resolved = ResolvedImage(image.with_digest(manifest.digest), manifest.digest, manifest.media_type,
                                  manifest.digest, size=len(manifest.body))
-        try:
-            checks = check_attestations(client, resolved, self.verifier, now, clock_skew=self.clock_skew,
-                                        layouts=self.layouts)
-        except TransientError:
-            raise
-        except RegistryError as e:
-            return self.unreachable(image, e, now, digest=manifest.digest)
-        return self.judge(str(image), manifest.digest, checks, now)
+        verdicts = []
+        for layout in self.layouts:  # a policy reads each layout with its own verifyImages entry: each must pass
+            try:
+                checks = check_attestations(client, resolved, self.verifier, now, clock_skew=self.clock_skew,
+                                            layouts=(layout,))
+            except TransientError:
+                raise
+            except RegistryError as e:
+                return self.unreachable(image, e, now, digest=manifest.digest)
+            except VerificationError as e:  # what Kyverno refuses outright (too many referrers, a bundle too big)
+                checks = [AttestationCheck("-", ok=False, reason=str(e), failed=Check.ENVELOPE)]
+            verdict = self.judge(str(image), manifest.digest, checks, now)
+            if len(self.layouts) > 1:
+                verdict = replace(verdict, reason=f"{_LAYOUT_NAMES[layout]}: {verdict.reason}")
+            verdicts.append(verdict)
+        return worst_first(verdicts)[0]
 
     def judge(self, image: str, digest: str, checks: Sequence[AttestationCheck], now: datetime) -> ImageVerdict:
         """The verdict for `image` at `digest` given the checks of its vuln attestations, as of `now`."""
@@ -383,6 +392,9 @@ def _signature_hint(checks: Iterable[AttestationCheck]) -> str:
         return ("; if the signer changed (a rotated key, a new CI identity), trust it in signing.public_keys or "
                 "signing.identities, otherwise someone else wrote it: audit who can push to the repository")
     return ""
+
+
+_LAYOUT_NAMES = {"legacy": "the .att attestations", "bundle": "the Sigstore bundles"}
 
 
 def worst_first(verdicts: Iterable[ImageVerdict]) -> list[ImageVerdict]:

@@ -149,6 +149,8 @@ class PolicyRequirements:
 
     verifier: Verifier
     max_age: timedelta | None
+    layouts: tuple[str, ...] = (LEGACY,)
+    """Where the policy reads attestations: ``type: Cosign`` the .att tag, ``SigstoreBundle`` the bundles."""
 
 
 def policy_requirements(policy: Mapping[str, Any], image: ImageRef, source: str) -> PolicyRequirements:
@@ -162,6 +164,7 @@ def policy_requirements(policy: Mapping[str, Any], image: ImageRef, source: str)
     name = kyverno_image_name(image)
     attestor_sets: list[dict[str, Any]] = []
     ages: list[timedelta] = []
+    layouts: list[str] = []
     for rule in (policy.get("spec") or {}).get("rules") or ():
         for verify in rule.get("verifyImages") or ():
             if not _matches(name, verify.get("imageReferences")) or _matches(name, verify.get("skipImageReferences")):
@@ -170,10 +173,12 @@ def policy_requirements(policy: Mapping[str, Any], image: ImageRef, source: str)
                 if attestation.get("type") in (VULN_PREDICATE_TYPE, VULN_PREDICATE_TYPE.removeprefix("https://")):
                     attestor_sets.extend(attestation.get("attestors") or ())
                     ages.extend(_max_ages(attestation.get("conditions") or ()))
+                    layouts.append(BUNDLE if verify.get("type") == "SigstoreBundle" else LEGACY)
     if not attestor_sets:
         raise VulnattestError(f"{source} asks nothing of {name}'s vuln attestations: no verifyImages entry "
                               "with a vuln attestation matches it; regenerate it with `vulnattest policy kyverno`")
-    return PolicyRequirements(verifier_from_attestors(attestor_sets, source), min(ages, default=None))
+    return PolicyRequirements(verifier_from_attestors(attestor_sets, source), min(ages, default=None),
+                              tuple(dict.fromkeys(layouts)))
 
 
 def _max_ages(conditions: Any) -> list[timedelta]:

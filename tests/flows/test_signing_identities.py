@@ -20,10 +20,13 @@ from typer.testing import CliRunner
 
 from tests.conftest import ConfigWriter
 from tests.flows.test_scan_and_attest import _vuln_layers
+from vulnattest.attestations import VULN_PREDICATE_TYPE
 from vulnattest.cli import app
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, DEMO_DEBIAN_PACKAGES, alpine_image, debian_image
 from vulnattest.demo.registry import LocalRegistry, push_image
 from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore, identity_token
+from vulnattest.images import ImageRef
+from vulnattest.registry import resolve
 from vulnattest.signing import generate_keypair
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -89,11 +92,15 @@ def configs(
             for name, signing in signings.items()}
 
 
+@pytest.mark.parametrize("attach", ["legacy", "both"])
 def test_one_fleet_three_signers_each_accepted_only_by_its_own_config_and_policy(
-    configs: dict[str, Path], fleet: list[str], registry: LocalRegistry, tmp_path: Path, crd_schema: dict[str, Any],
+    attach: str, configs: dict[str, Path], fleet: list[str], registry: LocalRegistry, tmp_path: Path,
+    crd_schema: dict[str, Any],
 ):
     runner = CliRunner()
     policies = {}
+    for config in configs.values():
+        config.write_text(config.read_text() + f"attach: {attach}\n")
     for name, config in configs.items():
         policy = tmp_path / f"{name}-policy.yaml"
         result = runner.invoke(app, ["policy", "kyverno", "--config", str(config), "--output", str(policy)])
@@ -107,6 +114,8 @@ def test_one_fleet_three_signers_each_accepted_only_by_its_own_config_and_policy
         assert "2 of 2 image(s) attested" in run.output
         for image in fleet:
             assert _vuln_layers(registry, image) == 1  # each signer's run replaced the previous one's
+            if attach == "both":  # one vuln bundle per signer that attested (each replaced its own)
+                assert _vuln_bundles(registry, image) == SIGNERS.index(signer) + 1
 
         for trusted in configs:
             for how in (["--config", str(configs[trusted])], ["--policy", str(policies[trusted]), "--insecure"]):
@@ -115,6 +124,14 @@ def test_one_fleet_three_signers_each_accepted_only_by_its_own_config_and_policy
                 got = (verified.exit_code, json.loads(verified.output)["verdict"])
                 assert got == expected, f"signed by {signer}, {how} {trusted}: {verified.output}"
         assert runner.invoke(app, ["verify", fleet[1], "--policy", str(policies[signer]), "--insecure"]).exit_code == 0
+
+
+def _vuln_bundles(registry: LocalRegistry, ref: str) -> int:
+    from vulnattest.attestations.bundle import PREDICATE_TYPE_ANNOTATION, list_referrers
+
+    client = registry.client()
+    referrers, _ = list_referrers(client, resolve(client, ImageRef.parse(ref)))
+    return sum(r.is_bundle and r.annotations.get(PREDICATE_TYPE_ANNOTATION) == VULN_PREDICATE_TYPE for r in referrers)
 
 
 def test_refusals_say_which_signer_was_wanted(configs: dict[str, Path], fleet: list[str], tmp_path: Path):
