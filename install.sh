@@ -9,11 +9,18 @@ cd "$(dirname "$0")"
 extras="trivy"
 [[ "${1:-}" == "--test" ]] && extras="trivy,test"
 
-if ! command -v docker-registry >/dev/null 2>&1; then
+packages=(docker-registry)
+# the tests' browser (Playwright drives Debian's chromium: no browser download)
+[[ "${1:-}" == "--test" ]] && packages+=(chromium)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if (( ${#missing[@]} )); then
     as_root=()
     [[ "$(id -u)" -ne 0 ]] && as_root=(sudo)
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e ".[${extras}]"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
