@@ -66,13 +66,15 @@ def test_a_run_shows_each_images_five_stage_task_runs_and_the_failed_one(
     page = browser.new_page()
     try:
         page.goto(f"{ui_server.url}/runs/flow-run/{state.state_details.flow_run_id}", wait_until="networkidle")
-        page.get_by_role("tab", name="Task Runs").click()
+        page.locator("li.p-tab#task-runs").click()
         for ref in refs:
             name = ref.rpartition(":")[0]
             for stage in STAGES:
                 page.get_by_text(f"{stage} {name}", exact=False).first.wait_for(timeout=30_000)
-        failed = page.locator(".state-list-item, .task-run-list-item, li, div").filter(
-            has_text=f"scan {missing}").filter(has_text="Failed")
+        # each task run is a card whose class carries its state
+        failed = page.locator(".state-list-item--failed")
         failed.first.wait_for(timeout=30_000)
+        assert [text.strip() for text in failed.locator("a.p-link").all_inner_texts()] == [f"scan {missing}"]
+        assert page.locator(".state-list-item--completed").count() == 2 * len(STAGES)
     finally:
         page.close()
