@@ -19,6 +19,30 @@ from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry, free_port
 from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore
 
 
+def oracle(name: str, binary: str | None = None) -> Path:
+    """The built binary of tool `name` (tests/oracles.py), or a skip (a failure in CI) naming how to build it."""
+    from tests.oracles import TOOLS, build_hint
+
+    tool = TOOLS[name]
+    if not tool.built:
+        if os.environ.get("CI"):
+            pytest.fail(build_hint(name), pytrace=False)
+        pytest.skip(build_hint(name))
+    return tool.path(binary)
+
+
+@pytest.fixture(scope="session")
+def cosign() -> Path:
+    """cosign (sigstore/cosign v3)."""
+    return oracle("cosign")
+
+
+@pytest.fixture(scope="session")
+def kyverno() -> Path:
+    """Kyverno's CLI (kubectl-kyverno)."""
+    return oracle("kyverno-cli")
+
+
 @pytest.fixture(scope="session")
 def registry() -> Iterator[LocalRegistry]:
     """Debian's docker-registry on a free loopback port."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -12,9 +13,18 @@ from typing import Any
 
 from vulnattest.attestations.bundle import read_bundles
 from vulnattest.attestations.cosign import read_attestations
-from vulnattest.attestations.dsse import Envelope
+from vulnattest.attestations.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from vulnattest.attestations.statement import VULN_PREDICATE_TYPE
 from vulnattest.errors import VerificationError
+from vulnattest.gocompat import (
+    GoObject,
+    as_map,
+    b64decode_dsse,
+    b64decode_std,
+    cosign_statement,
+    go_json,
+    parse_time_rfc3339,
+)
 from vulnattest.registry import RegistryClient, ResolvedImage
 from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial, Verifier
@@ -34,6 +44,7 @@ class Check(StrEnum):
     STATEMENT = "statement"
     PREDICATE_TYPE = "predicate-type"
     SUBJECT = "subject"
+    DECODE = "decode"
     PREDICATE = "predicate"
     SCAN_TIME = "scan-time"
 
@@ -64,13 +75,9 @@ class AttestationCheck:
 
 
 def parse_rfc3339(text: Any) -> datetime:
-    """Parse an RFC 3339 timestamp into an aware UTC datetime; raise ValueError otherwise."""
-    if not isinstance(text, str) or "T" not in text:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no time zone")
-    return moment.astimezone(UTC)
+    """Parse a scan time as Kyverno's ``time_since`` does (Go's ``time.Parse(time.RFC3339, …)``): a time Go cannot
+    read makes admission refuse the image, one Go reads counts, whatever Python's own parser would say."""
+    return parse_time_rfc3339(text)
 
 
 def check_attestations(
@@ -89,45 +96,127 @@ def check_attestations(
 
 def _bundle_checks(client: RegistryClient, image: ResolvedImage, verifier: Verifier,
                    now: datetime) -> list[AttestationCheck]:
-    """Kyverno's ``type: SigstoreBundle``: every bundle referrer whose statement has the exact vuln type."""
+    """Kyverno's ``type: SigstoreBundle`` (``fetchBundles``): every bundle referrer whose statement, decoded as Go
+    decodes it, has exactly the vuln type; then each is verified and checked against the conditions."""
     checks = []
     for attached in read_bundles(client, image):
         where = f"{image.image.pinned} bundle {attached.referrer.digest}"
         try:
             envelope = attached.envelope(where)
-            predicate_type = envelope.statement(where).get("predicateType")
         except VerificationError:
-            continue  # Kyverno skips a bundle whose statement it cannot read when it filters by type
-        if predicate_type != VULN_PREDICATE_TYPE:
+            continue  # Kyverno skips a bundle without a DSSE envelope it can read when it filters by type
+        if _statement_type(envelope.payload) != VULN_PREDICATE_TYPE:
             continue
-        checks.append(_check_envelope(envelope, attached.referrer.digest, image, verifier, now, where))
+        check = _check_envelope(envelope, attached.referrer.digest, image, verifier, now, where,
+                                _read(_statement, envelope.payload), envelope.payload)
+        if check is not None:
+            checks.append(check)
     return checks
 
 
 def _legacy_checks(client: RegistryClient, image: ResolvedImage, verifier: Verifier,
                    now: datetime) -> list[AttestationCheck]:
-    """Kyverno's ``type: Cosign``: every ``.att`` layer that claims a vuln predicate (by annotation or statement)."""
+    """Kyverno's ``type: Cosign``, in the order it runs (kyverno ``pkg/image/verifiers/cpol/cosign``):
+
+    1. every layer of the ``.att`` manifest is an attestation, whatever its media type (cosign reads each one);
+    2. cosign verifies each: its envelope as Go decodes it into a struct (field names matched case-insensitively,
+       the last duplicate winning), a signature that verifies (payload and signatures decoded as the DSSE library
+       does: standard base64, else URL-safe), and a statement whose subject names the image; a layer that fails is
+       dropped;
+    3. Kyverno decodes each verified layer again, its own way (``decodeStatement``: the exact key ``payload``,
+       standard base64): a verified layer it cannot read fails the whole image, whatever its type;
+    4. the statements whose ``predicateType`` is exactly the vuln type must each pass the conditions.
+
+    Dropped layers are reported only when they claim a vuln predicate (by annotation or statement).
+    """
     checks = []
     for attached in read_attestations(client, image):
-        where = f"{image.image.pinned} attestation {attached.descriptor.get('digest')}"
-        annotated = attached.predicate_type
-        if annotated not in VULN_TYPES:
-            try:
-                annotated = attached.statement_predicate_type(where)
-            except VerificationError:
-                continue
-            if annotated not in VULN_TYPES:
-                continue
         digest = str(attached.descriptor.get("digest"))
+        where = f"{image.image.pinned} attestation {digest}"
         material = attached.certificate_material()
         try:
-            envelope = Envelope.from_json(attached.envelope_bytes, where)
+            envelope = _cosign_envelope(attached.envelope_bytes, where)
             _check_logged_envelope(attached.envelope_bytes, material, where)
         except VerificationError as e:
-            checks.append(AttestationCheck(digest, ok=False, reason=str(e), failed=Check.ENVELOPE))
+            if attached.predicate_type in VULN_TYPES:
+                checks.append(AttestationCheck(digest, ok=False, reason=str(e), failed=Check.ENVELOPE))
             continue
-        checks.append(_check_envelope(envelope, digest, image, verifier, now, where, material))
+        check = _check_envelope(envelope, digest, image, verifier, now, where,
+                                _read(_claimed_statement, attached.envelope_bytes),
+                                _kyverno_payload(attached.envelope_bytes),
+                                material, annotated=attached.predicate_type)
+        if check is not None:
+            checks.append(check)
     return checks
+
+
+def _cosign_envelope(data: bytes, where: str) -> Envelope:
+    """The DSSE envelope as cosign's DSSE library reads a layer (go-securesystemslib ``dsse.Envelope``)."""
+    try:
+        wire = go_json(data)
+        if not isinstance(wire, GoObject):
+            raise ValueError("not a JSON object")
+        payload_type, payload, signatures = (wire.field("payloadType"), wire.field("payload"),
+                                             wire.field("signatures"))
+        if not isinstance(payload_type, str) or not isinstance(payload, str) or not isinstance(signatures, list):
+            raise ValueError("no payloadType, payload and signatures")
+        sigs = []
+        for signature in signatures:
+            sig = signature.field("sig") if isinstance(signature, GoObject) else None
+            if isinstance(sig, str):
+                sigs.append(b64decode_dsse(sig))
+        return Envelope(b64decode_dsse(payload), payload_type, tuple(sigs))
+    except ValueError as e:
+        raise VerificationError(f"{where}: not a DSSE envelope cosign reads ({e})") from None
+
+
+def _kyverno_payload(data: bytes) -> bytes | VerificationError:
+    """The statement bytes as Kyverno's own ``decodeStatement`` reads a verified layer (a map's exact key
+    ``payload``, standard base64, no URL-safe fallback), or why it cannot."""
+    try:
+        wire = go_json(data)
+        payload = wire.key("payload") if isinstance(wire, GoObject) else None
+        if not isinstance(payload, str):
+            raise ValueError('no "payload" string (Kyverno reads that exact key)')
+        return b64decode_std(payload)
+    except ValueError as e:
+        return VerificationError(f"Kyverno cannot read this attestation it verified ({e}), and then refuses the image")
+
+
+def _claimed_statement(data: bytes) -> GoObject:
+    """The statement cosign checks the subject of (``IntotoSubjectClaimVerifier``: the envelope struct's payload,
+    standard base64 only, read by protojson)."""
+    wire = go_json(data)
+    payload = wire.field("payload") if isinstance(wire, GoObject) else None
+    if not isinstance(payload, str):
+        raise ValueError("no payload")
+    try:
+        decoded = b64decode_std(payload)
+    except ValueError as e:
+        raise ValueError(f"its payload is not standard base64: {e}") from None
+    return cosign_statement(decoded)
+
+
+def _read(reader: Callable[[bytes], GoObject], data: bytes) -> GoObject | ValueError:
+    try:
+        return reader(data)
+    except ValueError as e:
+        return e
+
+
+def _statement(payload: bytes) -> GoObject:
+    """The in-toto statement as Go decodes it into a struct (in-toto-golang ``Statement``)."""
+    statement = go_json(payload)
+    if not isinstance(statement, GoObject):
+        raise ValueError("the payload is not a JSON object")
+    return statement
+
+
+def _statement_type(payload: bytes) -> Any:
+    try:
+        return _statement(payload).field("predicateType")
+    except ValueError:
+        return None
 
 
 def _check_logged_envelope(envelope_bytes: bytes, material: CertificateMaterial | None, where: str) -> None:
@@ -149,37 +238,60 @@ def _check_logged_envelope(envelope_bytes: bytes, material: CertificateMaterial 
 
 def _check_envelope(
     envelope: Envelope, layer_digest: str, image: ResolvedImage, verifier: Verifier, now: datetime, where: str,
+    claimed: GoObject | ValueError, kyverno_payload: bytes | VerificationError,
     material: CertificateMaterial | None = None,
-) -> AttestationCheck:
-    def fail(failed: Check, reason: str, **extra: Any) -> AttestationCheck:
+    annotated: str | None = None,
+) -> AttestationCheck | None:
+    """Check one attestation as cosign verifies it and Kyverno then reads it (see `_legacy_checks`); None for a
+    verified attestation of another predicate type (not Kyverno's concern here)."""
+
+    def fail(failed: Check, reason: str, **extra: Any) -> AttestationCheck | None:
+        if failed in DROPPED_BEFORE_CONDITIONS and not claims_vuln:
+            return None  # a layer of another type that cosign drops: nothing admission will look at
         return AttestationCheck(layer_digest, ok=False, reason=reason, failed=failed, **extra)
 
+    claims_vuln = annotated in VULN_TYPES or _statement_type(envelope.payload) in VULN_TYPES
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        return fail(Check.ENVELOPE, f"{where}: payload type {envelope.payload_type!r} is not "
+                                    f"{IN_TOTO_PAYLOAD_TYPE} (cosign refuses any other)")
     try:
         # keys or certificate identity, with the keyless material (the .att layer's annotations, or the bundle's)
         key = envelope.verify_signer(verifier, material)
     except VerificationError as e:
         return fail(Check.SIGNATURE, str(e))
+    if isinstance(claimed, ValueError):
+        return fail(Check.STATEMENT, f"{where}: not an in-toto statement cosign reads ({claimed})",
+                    key_id=key.key_id)
+    subjects = claimed.field("subject")
+    wanted = image.digest.removeprefix("sha256:")
+    if not any(isinstance(s, GoObject) and isinstance(s.field("digest"), GoObject)
+               and s.field("digest").key("sha256") == wanted for s in subjects or []):
+        return fail(Check.SUBJECT, f"statement subject is not {image.digest} (an attestation of another image)",
+                    key_id=key.key_id)
+    if isinstance(kyverno_payload, VerificationError):
+        return AttestationCheck(layer_digest, ok=False, reason=str(kyverno_payload), failed=Check.DECODE,
+                                key_id=key.key_id)
     try:
-        statement = envelope.statement(where)
-    except VerificationError as e:
-        return fail(Check.STATEMENT, str(e), key_id=key.key_id)
-    predicate_type = statement.get("predicateType")
+        statement = _statement(kyverno_payload)
+    except ValueError as e:
+        return AttestationCheck(layer_digest, ok=False, failed=Check.DECODE, key_id=key.key_id,
+                                reason=f"Kyverno cannot read this attestation it verified ({e}), and then refuses the "
+                                       "image")
+    predicate_type = statement.field("predicateType")
     if predicate_type != VULN_PREDICATE_TYPE:
+        if predicate_type not in VULN_TYPES and not claims_vuln:
+            return None
         return fail(
             Check.PREDICATE_TYPE,
             f"predicate type {predicate_type!r} is not {VULN_PREDICATE_TYPE!r} (Kyverno compares it exactly; "
             "re-attest with a current tool)", key_id=key.key_id,
         )
-    subjects = statement.get("subject") or []
-    wanted = image.digest.removeprefix("sha256:")
-    if not any(isinstance(s, dict) and (s.get("digest") or {}).get("sha256") == wanted for s in subjects):
-        return fail(Check.SUBJECT, f"statement subject is not {image.digest} (an attestation of another image)",
-                    key_id=key.key_id)
-    predicate = statement.get("predicate")
+    predicate = as_map(statement.field("predicate"))
     if not isinstance(predicate, dict):
         return fail(Check.PREDICATE, "statement has no predicate object", key_id=key.key_id)
+    metadata = predicate.get("metadata")
     try:
-        finished = parse_rfc3339((predicate.get("metadata") or {}).get("scanFinishedOn"))
+        finished = parse_rfc3339(metadata.get("scanFinishedOn") if isinstance(metadata, dict) else None)
     except ValueError as e:
         return fail(Check.SCAN_TIME, f"metadata.scanFinishedOn: {e}", key_id=key.key_id, predicate=predicate)
     if finished > now:

@@ -85,11 +85,8 @@ def read_attestations(client: RegistryClient, image: ResolvedImage) -> list[Atta
     if not all(_is_descriptor(layer) for layer in layers):
         raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} has a layer that is not a "
                                 "descriptor with a digest; attest the image again to rewrite it")
-    return [
-        AttachedAttestation(layer, client.get_blob(image.image.repository, layer["digest"]))
-        for layer in layers
-        if layer.get("mediaType") == DSSE_LAYER
-    ]
+    # every layer, whatever its media type: cosign reads each one as an attestation
+    return [AttachedAttestation(layer, client.get_blob(image.image.repository, layer["digest"])) for layer in layers]
 
 
 def _layers(manifest: Manifest) -> list[Any]:
