@@ -295,6 +295,7 @@ def _check_envelope(
     except ValueError as e:
         return fail(Check.SCAN_TIME, f"metadata.scanFinishedOn: {e}", key_id=key.key_id, predicate=predicate)
     if finished > now:
-        return fail(Check.SCAN_TIME, f"metadata.scanFinishedOn {finished.isoformat()} is in the future",
+        return fail(Check.SCAN_TIME, f"metadata.scanFinishedOn {finished.isoformat()} is in the future (Kyverno "
+                    "would count it as zero hours old; vulnattest refuses it: a clock or a signer that lies)",
                     key_id=key.key_id, predicate=predicate)
     return AttestationCheck(layer_digest, ok=True, scan_finished=finished, key_id=key.key_id, predicate=predicate)

@@ -46,12 +46,6 @@ class Layer:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Case:
-    """One generated ``.att`` tag, and what it is."""
-
-    description: str
-    layers: tuple[Layer, ...]
 
 
 @dataclass(frozen=True)
@@ -66,6 +60,7 @@ class Statement:
     duplicate_predicate_age: str | None = None  # a second "predicate" key, its scan this old
     statement_type: str = "https://in-toto.io/Statement/v1"
     wrong_subject: bool = False
+    extra_field: bool = False  # a field the in-toto statement does not define
 
     def text(self, digest: str, now: datetime) -> bytes:
         hex_digest = digest.removeprefix("sha256:")
@@ -75,6 +70,8 @@ class Statement:
             parts.append(f'"predicateType":{json.dumps(self.duplicate_type)}')
         parts.append(f'"subject":[{{"name":"image","digest":{{"sha256":"{subject}"}}}}]')
         parts.append(f'"predicate":{_predicate(now - AGES[self.age], self.time_format)}')
+        if self.extra_field:
+            parts.append('"comment":"scanned nightly"')
         if self.duplicate_predicate_age is not None:
             parts.append(f'"predicate":{_predicate(now - AGES[self.duplicate_predicate_age], "rfc3339")}')
         return ("{" + ",".join(parts) + "}").encode()
@@ -143,6 +140,7 @@ statements = st.builds(
     duplicate_predicate_age=st.one_of(st.none(), st.sampled_from(sorted(AGES))),
     statement_type=st.sampled_from(["https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"]),
     wrong_subject=st.booleans(),
+    extra_field=st.booleans(),
 )
 # most attestations are close to valid: the mutations are drawn one or two at a time
 plain = Statement()
@@ -167,4 +165,21 @@ near_valid_envelopes = st.one_of(
     st.builds(Envelope, statement=st.just(plain), signer=st.sampled_from(["ours", "other", "none", "both"])),
     envelopes,
 )
-att_tags = st.lists(near_valid_envelopes, min_size=1, max_size=3)
+
+
+@dataclass(frozen=True)
+class AttTag:
+    """One generated ``.att`` tag: its attestations in layer order, and the kind of manifest that holds them."""
+
+    envelopes: tuple[Envelope, ...]
+    # manifest (OCI), docker (Docker schema 2), or an index in front of the manifest: index-amd64, index-no-platform
+    # (a child without a platform), index-arm64-first (an arm64 child, then the amd64 one), index-arm64 (no amd64)
+    kind: str = "manifest"
+
+    def layers(self, digest: str, now: datetime, keys: dict[str, KeySigner]) -> tuple[Layer, ...]:
+        return tuple(envelope.layer(digest, now, keys) for envelope in self.envelopes)
+
+
+ATT_KINDS = ["manifest"] * 6 + ["docker", "index-amd64", "index-no-platform", "index-arm64-first", "index-arm64"]
+att_tags = st.builds(AttTag, envelopes=st.lists(near_valid_envelopes, min_size=1, max_size=3).map(tuple),
+                     kind=st.sampled_from(ATT_KINDS))

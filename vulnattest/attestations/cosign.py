@@ -25,6 +25,7 @@ PREDICATE_ANNOTATION = "predicateType"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
+MAX_LAYERS = 1000  # cosign reads at most this many layers of a signature or attestation tag (ociremote maxLayers)
 
 
 def attestation_tag(digest: str) -> str:
@@ -78,15 +79,44 @@ class AttachResult:
 
 def read_attestations(client: RegistryClient, image: ResolvedImage) -> list[AttachedAttestation]:
     """Every layer of the image's ``.att`` manifest, newest first as cosign orders them; [] when there is none."""
-    manifest = client.find_manifest(image.image.repository, attestation_tag(image.digest))
+    tag = attestation_tag(image.digest)
+    manifest = client.find_manifest(image.image.repository, tag)
     if manifest is None:
         return []
+    manifest = _image_manifest(client, image, manifest)
     layers = _layers(manifest)
+    if len(layers) > MAX_LAYERS:
+        raise VerificationError(f"{image.image.pinned}: {tag} has {len(layers)} layers; cosign and Kyverno read at "
+                                f"most {MAX_LAYERS} and refuse the image: attest it again with --replace")
     if not all(_is_descriptor(layer) for layer in layers):
         raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} has a layer that is not a "
                                 "descriptor with a digest; attest the image again to rewrite it")
     # every layer, whatever its media type: cosign reads each one as an attestation
     return [AttachedAttestation(layer, client.get_blob(image.image.repository, layer["digest"])) for layer in layers]
+
+
+def _image_manifest(client: RegistryClient, image: ResolvedImage, manifest: Manifest) -> Manifest:
+    """The image manifest cosign reads at the ``.att`` tag: an index stands for its first linux/amd64 child, a
+    child without a platform counting as one (go-containerregistry ``remoteIndex.childByPlatform``, which cosign's
+    ``remote.Image`` calls with its default platform), followed through nested indexes."""
+    for _ in range(8):
+        if not manifest.is_index:
+            return manifest
+        children = manifest.json().get("manifests")
+        child = next((c for c in children if isinstance(c, dict) and _linux_amd64(c.get("platform"))), None) if (
+            isinstance(children, list)) else None
+        if child is None or not isinstance(child.get("digest"), str):
+            raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} is an index with no "
+                                    "linux/amd64 manifest; cosign and Kyverno cannot read it and refuse the image: "
+                                    "attest it again with --replace")
+        manifest = client.get_manifest(image.image.repository, child["digest"])
+    raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} nests indexes too deep")
+
+
+def _linux_amd64(platform: object) -> bool:
+    if platform is None:
+        return True
+    return isinstance(platform, dict) and platform.get("os") == "linux" and platform.get("architecture") == "amd64"
 
 
 def _layers(manifest: Manifest) -> list[Any]:
