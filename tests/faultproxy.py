@@ -39,8 +39,10 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     after: int = 0  # let this many matching requests through first
+    count: int = 0  # flood: how many times to send `body`
     seen: int = 0
     applied: int = 0
+    sent: int = 0  # flood: body bytes that went out before the client stopped reading
 
     @classmethod
     def status_code(cls, status: int, *, retry_after: str | None = None, body: bytes = b"", **match: object) -> Fault:
@@ -82,6 +84,14 @@ class Fault:
     def alter(cls, old: bytes, new: bytes, **match: object) -> Fault:
         """Forward, and replace `old` with `new` in the answer's body."""
         return cls("alter", body=old, headers={"new": new.decode()}, **match)  # type: ignore[arg-type]
+
+    @classmethod
+    def flood(cls, chunk: bytes, count: int, *, headers: dict[str, str] | None = None, seconds: float = 0.0,
+              **match: object) -> Fault:
+        """Answer 200 with `chunk` sent `count` times, `seconds` apart, as a hostile server does: the body ends when
+        the connection closes unless `headers` declare a length (which may lie); `sent` counts what went out."""
+        return cls("flood", body=chunk, count=count, headers=headers or {}, seconds=seconds,  # type: ignore[arg-type]
+                   **match)
 
     def matches(self, method: str, path: str) -> bool:
         """Whether this fault takes the request now (and count it)."""
@@ -168,6 +178,9 @@ class FaultProxy:
                     _reset(self.connection)
                     self.close_connection = True
                     return
+                if fault is not None and kind == "flood":
+                    self._flood(fault)
+                    return
                 if fault is not None and kind == "hang":
                     time.sleep(fault.seconds)
                     self.close_connection = True
@@ -205,6 +218,22 @@ class FaultProxy:
                     return response.status, kept, answer
                 finally:
                     upstream.close()
+
+            def _flood(self, fault: Fault) -> None:
+                self.send_response(200)
+                for key, value in fault.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for _ in range(fault.count):
+                        self.wfile.write(fault.body)
+                        self.wfile.flush()
+                        fault.sent += len(fault.body)
+                        time.sleep(fault.seconds)
+                except OSError:  # the client stopped reading and closed: what a bounded client does
+                    pass
 
             def _answer(self, status: int, headers: list[tuple[str, str]] | dict[str, str], body: bytes, *,
                         length: int | None = None, pace: float = 0.0) -> None:

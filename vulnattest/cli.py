@@ -62,15 +62,30 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @keys_app.command("generate")
 def keys_generate(
     directory: Annotated[Path, typer.Argument(help="where to write vulnattest.key and vulnattest.pub")],
+    no_password: Annotated[bool, typer.Option("--no-password", help="write the private key unencrypted: anyone "
+                                              "who can read the file can sign as you")] = False,
 ) -> None:
-    """Write a new ECDSA P-256 key pair (encrypted when VULNATTEST_KEY_PASSWORD is set)."""
+    """Write a new ECDSA P-256 key pair, the private key encrypted.
+
+    The password comes from VULNATTEST_KEY_PASSWORD, else it is asked for (twice) on a terminal; without either,
+    `--no-password` must say that an unencrypted key is meant.
+    """
     from vulnattest.signing.keyfile import generate_keypair, key_password
 
+    password = key_password()
+    if password is None and not no_password:
+        if not sys.stdin.isatty():
+            raise _fail("no password for the new key: set VULNATTEST_KEY_PASSWORD (the signer reads it too), or pass "
+                        "--no-password to write an unencrypted key")
+        password = typer.prompt("password for the new key", hide_input=True, confirmation_prompt=True).encode()
     try:
-        private, public = generate_keypair(directory, key_password())
+        private, public = generate_keypair(directory, password or None)
     except VulnattestError as e:
         raise _fail(str(e)) from None
-    console.print(f"private key: {private} (keep it secret)\npublic key:  {public} (give it to verifiers and Kyverno)")
+    state = "encrypted; the signer reads its password from VULNATTEST_KEY_PASSWORD" if password else (
+        "UNENCRYPTED: anyone who can read it can sign")
+    console.print(f"private key: {private} ({state}; keep it secret)\n"
+                  f"public key:  {public} (give it to verifiers and Kyverno)")
 
 
 @keys_app.command("import")

@@ -23,6 +23,7 @@ from pydantic import (
 
 from vulnattest.errors import ConfigError, ImageRefError
 from vulnattest.images import ImageRef
+from vulnattest.registry import is_loopback
 from vulnattest.scanners.interface import SEVERITIES, Severity
 from vulnattest.text import go_regexp
 
@@ -71,6 +72,16 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 ImageText = Annotated[str, BeforeValidator(_image_text)]
 
 
+def _clear_text_off_host(url: str) -> str | None:
+    """The host of an ``http://`` URL that leaves this machine (its traffic readable and changeable on the way),
+    else None."""
+    parsed = urlparse(url)
+    if parsed.scheme != "http":
+        return None
+    host = parsed.hostname or ""
+    return None if is_loopback(host) or is_loopback(f"[{host}]") else host
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
@@ -98,13 +109,23 @@ class TrivySettings(_Strict):
                         "server's URL")
     token_env: str = Field("VULNATTEST_TRIVY_TOKEN", description="environment variable holding the shared Trivy "
                            "server's token")
+    allow_http: bool = Field(False, description="allow a shared Trivy server at an http:// URL off this machine "
+                             "(its token and the findings it answers, which get signed, travel in clear text)")
 
     @field_validator("server")
     @classmethod
     def _server(cls, value: str) -> str:
         if value in ("local", "standalone") or urlparse(value).scheme in ("http", "https"):
             return value.rstrip("/")
-        raise ValueError(f"{value!r} is none of local, standalone or a Trivy server URL (http://host:4954)")
+        raise ValueError(f"{value!r} is none of local, standalone or a Trivy server URL (https://host:4954)")
+
+    @model_validator(mode="after")
+    def _server_over_tls(self) -> TrivySettings:
+        host = _clear_text_off_host(self.server)
+        if host is not None and not self.allow_http:
+            raise ValueError(f"the Trivy server on {host} is reached over plain http://: anyone on the way could "
+                             "change the findings that get signed; use https://, or set allow_http: true")
+        return self
 
 
 class ScannerSettings(_Strict):
@@ -121,6 +142,16 @@ class StoreSettings(_Strict):
     region: str | None = Field(None, description="S3 region (default: boto3's)")
     timeout: Duration = Field(timedelta(seconds=60), description="per-request read timeout (S3; each request is "
                               "retried on its own after one)")
+    allow_http: bool = Field(False, description="allow an http:// endpoint_url off this machine (reports and "
+                             "request signatures travel in clear text)")
+
+    @model_validator(mode="after")
+    def _endpoint_over_tls(self) -> StoreSettings:
+        host = _clear_text_off_host(self.endpoint_url or "")
+        if host is not None and not self.allow_http:
+            raise ValueError(f"the S3 endpoint on {host} is reached over plain http://: anyone on the way could read "
+                             "or replace the reports; use https://, or set allow_http: true")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -353,6 +384,8 @@ class AlertChannelSettings(_Strict):
     prefect_block: str | None = Field(None, min_length=1, description="name of a saved notification block")
     name: str | None = Field(None, min_length=1, description="how alerts and logs name this channel")
     timeout: Duration = Field(timedelta(seconds=10), description="per-request timeout (webhook)")
+    allow_http: bool = Field(False, description="allow an http:// webhook off this machine (the alerts, and any "
+                             "token in the URL, travel in clear text)")
 
     @property
     def id(self) -> str:
@@ -367,6 +400,10 @@ class AlertChannelSettings(_Strict):
             url = urlparse(self.webhook.get_secret_value())
             if url.scheme not in ("http", "https") or not url.hostname:
                 raise ValueError("webhook must be an http:// or https:// URL")
+            host = _clear_text_off_host(self.webhook.get_secret_value())
+            if host is not None and not self.allow_http:
+                raise ValueError(f"the webhook on {host} is reached over plain http://: the alerts, and any token in "
+                                 "its URL, travel in clear text; use https://, or set allow_http: true")
         return self
 
 
@@ -405,6 +442,18 @@ class FleetConfig(_Strict):
             raise ValueError(f"image_timeout ({format_duration(self.image_timeout)}) must be longer than "
                              f"scanner.trivy.timeout ({format_duration(self.scanner.trivy.timeout)}): a scan has to "
                              "fit in it, with the other stages and their retries")
+        return self
+
+    @model_validator(mode="after")
+    def _insecure_reaches_its_registry_alone(self) -> FleetConfig:
+        # Trivy's --insecure, which a scan of an insecure registry's image needs, also stops it checking the TLS of
+        # the Trivy server it asks: a shared server elsewhere would then answer findings anyone could change
+        server = self.scanner.trivy.server
+        insecure = sorted(host for host, settings in self.registries.items() if settings.insecure)
+        if insecure and urlparse(server).scheme == "https" and not is_loopback(urlparse(server).netloc):
+            raise ValueError(f"registries {', '.join(insecure)} are insecure, and Trivy's --insecure would stop it "
+                             f"checking the TLS of the Trivy server {urlparse(server).netloc} too; scan those images "
+                             "with scanner.trivy.server: local (or standalone), or serve them over TLS")
         return self
 
     @field_validator("alerts")
@@ -473,6 +522,8 @@ def load_config(path: Path) -> FleetConfig:
 def parse_config(text: str, *, source: str = "<config>", base: Path | None = None) -> FleetConfig:
     """Validate YAML `text`; errors name `source`, the line and the field, and what is expected."""
     try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_expansion(root, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -487,7 +538,6 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     try:
         config = FleetConfig.model_validate(data)
     except ValidationError as e:
-        root = yaml.compose(text)
         problems = []
         for error in e.errors():
             loc = tuple(error["loc"])
@@ -495,9 +545,48 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown key; see the configuration reference in README.md"
+            if len(message) > MAX_MESSAGE:  # a value echoed back: the start says which
+                message = message[:MAX_MESSAGE] + "… (cut short)"
             problems.append(f"{source}:{_line_of(root, loc)}: {field}: {message}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None  # as above: input values
     return config.resolved_against(base or Path.cwd())
+
+
+MAX_CONFIG_VALUES = 100_000
+"""The most values a config may hold once its YAML aliases are expanded (a billion-laughs file holds billions)."""
+MAX_MESSAGE = 300
+
+
+def _check_expansion(root: yaml.Node | None, source: str) -> None:
+    """Refuse a document whose aliases (``*name``) expand it past `MAX_CONFIG_VALUES`, or that refers to itself,
+    before anything is built from it."""
+    sizes: dict[int, int] = {}
+    building: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in building:
+            raise ConfigError(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to the value it is in")
+        building.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError(f"{source}:{node.start_mark.line + 1}: the config expands to over "
+                                  f"{MAX_CONFIG_VALUES} values through YAML aliases (*name); write the values out")
+        building.discard(key)
+        sizes[key] = total
+        return total
+
+    if root is not None:
+        size(root)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -79,7 +80,8 @@ class LocalService:
         raise NotImplementedError
 
     def _launch(self, command: Sequence[str], health_url: str, timeout: float,
-                env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+                env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                verify: ssl.SSLContext | bool = True) -> None:
         with socket.socket() as probe:  # else the health check could be answered by whatever holds the port
             if probe.connect_ex(("127.0.0.1", self.port)) == 0:
                 raise VulnattestError(f"cannot start the {self.name} on port {self.port}: something already listens "
@@ -89,7 +91,8 @@ class LocalService:
                 list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2) as http:  # one client: each new one loads the CA bundle, ~30 ms of CPU
+        # one client: each new one loads the CA bundle, ~30 ms of CPU
+        with httpx.Client(timeout=2, verify=verify) as http:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise VulnattestError(f"{self.name} exited at start: {self.log_path.read_text()[-2000:]}")
@@ -99,8 +102,9 @@ class LocalService:
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)
+        tail = self.log_path.read_text(errors="replace")[-2000:]
         self.stop()
-        raise VulnattestError(f"{self.name} did not answer at {health_url} within {timeout:.0f}s")
+        raise VulnattestError(f"{self.name} did not answer at {health_url} within {timeout:.0f}s: {tail}")
 
     def stop(self) -> None:
         """Stop the program, and remove its directory if this object made it."""

@@ -9,6 +9,7 @@ import logging
 import re
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,12 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+# what a registry may send: a manifest or any JSON answer as much as distribution accepts (4 MiB), a blob what its
+# descriptor declares and at most cosign's attachment limit (128 MiB, COSIGN_MAX_ATTACHMENT_SIZE's default); at
+# least this fast once its headers came (a body that trickles in is cut off, whatever the read timeout says)
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_BLOB_BYTES = 128 * 1024 * 1024
+MIN_BYTES_PER_SECOND = 256 * 1024
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _LOOPBACK_HOST = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)(:\d+)?$")
 
@@ -125,6 +132,7 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
         self._retries = retries
+        self._timeout = timeout
         self._http = httpx.Client(timeout=timeout, follow_redirects=True, limits=httpx.Limits(max_connections=32))
 
     @property
@@ -140,11 +148,15 @@ class RegistryClient:
         """The status ``GET /v2/`` answers without credentials (a registry: 200, or 401 asking for a login);
         raises httpx.TransportError when nothing answers."""
         try:
-            return self._http.get(f"{self.base_url}/v2/", timeout=timeout).status_code
+            return self._status(f"{self.base_url}/v2/", timeout)
         except httpx.TransportError as e:
             if not (_tls_failed(e) and self._fall_back()):
                 raise
-            return self._http.get(f"{self.base_url}/v2/", timeout=timeout).status_code
+            return self._status(f"{self.base_url}/v2/", timeout)
+
+    def _status(self, url: str, timeout: float) -> int:
+        with self._http.stream("GET", url, timeout=timeout) as response:  # the status alone: no body is read
+            return response.status_code
 
     # -- manifests ---------------------------------------------------------------------------------------------
 
@@ -207,10 +219,17 @@ class RegistryClient:
 
     # -- blobs -------------------------------------------------------------------------------------------------
 
-    def get_blob(self, repository: str, digest: str) -> bytes:
-        """Fetch a blob and check it against its digest."""
+    def get_blob(self, repository: str, digest: str, size: object = None) -> bytes:
+        """Fetch a blob and check it against its digest, reading no more than its descriptor's `size` declares (when
+        it declares one) and never over `MAX_BLOB_BYTES`."""
         what = f"{self.host}/{repository}@{digest}"
-        data = self._request("GET", f"/v2/{repository}/blobs/{digest}", what=what).content
+        limit = MAX_BLOB_BYTES
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            if size > MAX_BLOB_BYTES:
+                raise RegistryError(f"{what}: its descriptor declares {size} bytes, over the {MAX_BLOB_BYTES >> 20} "
+                                    "MiB cosign and vulnattest read; attest the image again to replace it")
+            limit = size
+        data = self._request("GET", f"/v2/{repository}/blobs/{digest}", what=what, limit=limit).content
         if sha256_digest(data) != digest:
             raise RegistryError(f"{self.host}/{repository}: blob {digest} does not match its digest")
         return data
@@ -249,19 +268,20 @@ class RegistryClient:
 
     def _request(
         self, method: str, path: str, *, what: str, headers: Mapping[str, str] | None = None,
-        content: bytes | None = None,
+        content: bytes | None = None, limit: int = MAX_MANIFEST_BYTES,
     ) -> httpx.Response:
         """One request, tried again on its own while it fails transiently (`RegistryClient`'s retries)."""
-        return self._retries.call(lambda: self._request_once(method, path, what, headers, content), what)
+        return self._retries.call(lambda: self._request_once(method, path, what, headers, content, limit), what)
 
     def _request_once(
-        self, method: str, path: str, what: str, headers: Mapping[str, str] | None, content: bytes | None
+        self, method: str, path: str, what: str, headers: Mapping[str, str] | None, content: bytes | None,
+        limit: int = MAX_MANIFEST_BYTES,
     ) -> httpx.Response:
         scope = _scope_for(path, method)
-        response = self._send(method, path, headers, content, scope, what)
+        response = self._send(method, path, headers, content, scope, what, limit)
         if response.status_code == 401:
             self._authenticate(response, scope, what)
-            response = self._send(method, path, headers, content, scope, what)
+            response = self._send(method, path, headers, content, scope, what, limit)
         if response.status_code < 400:
             return response
         status = response.status_code
@@ -279,16 +299,18 @@ class RegistryClient:
         raise RegistryError(f"{what}: registry answered {status} ({detail})")
 
     def _send(
-        self, method: str, path: str, headers: Mapping[str, str] | None, content: bytes | None, scope: str, what: str
+        self, method: str, path: str, headers: Mapping[str, str] | None, content: bytes | None, scope: str, what: str,
+        limit: int = MAX_MANIFEST_BYTES,
     ) -> httpx.Response:
-        all_headers = dict(headers or {})
+        all_headers = {"Accept-Encoding": "identity", **(headers or {})}
         token = self._tokens.get(scope)
         if token is not None:
             all_headers["Authorization"] = token
         while True:
             url = path if path.startswith(("http://", "https://")) else self.base_url + path
             try:
-                return self._http.request(method, url, headers=all_headers, content=content)
+                request = self._http.build_request(method, url, headers=all_headers, content=content)
+                return self._bounded(self._http.send(request, stream=True), limit, what)
             except httpx.TransportError as e:
                 if _tls_failed(e) and not path.startswith(("http://", "https://")) and self._fall_back():
                     continue
@@ -299,6 +321,30 @@ class RegistryClient:
             except httpx.RequestError as e:  # too many redirects, a body that does not decode: the answer is wrong
                 raise RegistryError(f"{what}: {self.base_url} answered in a way no registry does "
                                     f"({type(e).__name__}: {e})") from e
+
+    def _bounded(self, response: httpx.Response, limit: int, what: str) -> httpx.Response:
+        """`response` with its body read, at most `limit` bytes of it (decoded, so a compressed body cannot expand
+        past it either) and at no less than `MIN_BYTES_PER_SECOND` after the first `timeout` seconds."""
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise RegistryError(f"{what}: the registry would send {int(declared)} bytes, more than the {limit} "
+                                    "this answer may have; refusing to read it")
+            cutoff = time.monotonic() + self._timeout + limit / MIN_BYTES_PER_SECOND
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise RegistryError(f"{what}: the registry sent more than the {limit} bytes this answer may "
+                                        "have; refusing the rest")
+                if time.monotonic() > cutoff:
+                    raise TransientRegistryError(f"{what}: the registry sent {len(body)} bytes in "
+                                                 f"{self._timeout + limit / MIN_BYTES_PER_SECOND:.0f} s and was cut "
+                                                 "off; check the registry or the network")
+        finally:
+            response.close()
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=response.request)
 
     def _fall_back(self) -> bool:
         """Switch a loopback registry from HTTPS to plain HTTP after HTTPS failed; False when that was done."""
@@ -329,7 +375,8 @@ class RegistryClient:
         params["scope"] = params.get("scope") or scope
         auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
         try:
-            answer = self._http.get(realm, params=params, auth=auth)
+            request = self._http.build_request("GET", realm, params=params, headers={"Accept-Encoding": "identity"})
+            answer = self._bounded(self._http.send(request, auth=auth, stream=True), MAX_MANIFEST_BYTES, what)
         except httpx.TransportError as e:
             raise TransientRegistryError(f"{what}: cannot reach token service {realm} ({type(e).__name__})") from e
         except httpx.RequestError as e:

@@ -147,9 +147,9 @@ def test_replace_judges_layers_by_their_annotation_and_reads_only_unannotated_on
     fetched: list[str] = []
     get_blob = RegistryClient.get_blob
 
-    def counting_get_blob(self: RegistryClient, repository: str, digest: str) -> bytes:
+    def counting_get_blob(self: RegistryClient, repository: str, digest: str, size: object = None) -> bytes:
         fetched.append(digest)
-        return get_blob(self, repository, digest)
+        return get_blob(self, repository, digest, size)
 
     monkeypatch.setattr(RegistryClient, "get_blob", counting_get_blob)
     _attach(registry, image, keypair[0], VULN_PREDICATE_TYPE, "second")

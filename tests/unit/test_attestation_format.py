@@ -144,7 +144,7 @@ class _Served:
         self.blobs[digest] = data
         return digest
 
-    def get_blob(self, repository: str, digest: str) -> bytes:
+    def get_blob(self, repository: str, digest: str, size: object = None) -> bytes:
         return self.blobs[digest]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -136,3 +137,58 @@ def test_identity_regexps_are_matched_as_go_matches_them():
     config = parse_config("signing:\n  key: keyless\n  identities:\n"
                           "    - {subject_regexp: 'main\\z', issuer: https://token.actions.githubusercontent.com}\n")
     assert config.signing.identities[0].subject_regexp == r"main\z"
+
+
+BILLION_LAUGHS = "\n".join(
+    [f"l0: &l0 [{', '.join(['lol'] * 10)}]"]
+    + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    + ["images: *l8"]
+)
+
+
+def test_an_alias_bomb_is_refused_before_it_expands_with_a_short_message():
+    with pytest.raises(ConfigError) as refused:
+        parse_config(BILLION_LAUGHS, source="fleet.yaml")
+    assert "expands to over 100000 values through YAML aliases" in str(refused.value)
+    assert len(str(refused.value)) < 300
+
+
+def test_an_alias_that_refers_to_itself_is_refused():
+    with pytest.raises(ConfigError, match=r"fleet\.yaml:1: a YAML alias refers to the value it is in"):
+        parse_config("images: &a [*a]\n", source="fleet.yaml")
+
+
+def test_a_long_rejected_value_is_cut_short_in_the_error():
+    with pytest.raises(ConfigError) as refused:
+        parse_config(f'images: ["{"A" * 100_000}"]\n', source="fleet.yaml")
+    assert "(cut short)" in str(refused.value)
+    assert len(str(refused.value)) < 500
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("alerts: [{webhook: 'http://hooks.example.com/T0K3N'}]",
+     "the webhook on hooks.example.com is reached over plain http://"),
+    ("store: {url: s3://reports, endpoint_url: 'http://minio.internal:9000'}",
+     "the S3 endpoint on minio.internal is reached over plain http://"),
+    ("scanner: {trivy: {server: 'http://trivy.internal:4954'}}",
+     "the Trivy server on trivy.internal is reached over plain http://"),
+    ("registries: {'registry.internal:5000': {insecure: true}}\nscanner: {trivy: {server: 'https://trivy.example.com'}}",
+     "Trivy's --insecure would stop it checking the TLS of the Trivy server trivy.example.com too"),
+])
+def test_clear_text_off_this_machine_is_refused_unless_allowed(text: str, says: str):
+    with pytest.raises(ConfigError, match=re.escape(says)) as refused:
+        parse_config(text, source="fleet.yaml")
+    assert "T0K3N" not in str(refused.value)
+    if "allow_http" in str(refused.value):  # the way out it names works
+        allowed = text.replace("'}", "', allow_http: true}").replace("'}}}", "', allow_http: true}}}")
+        parse_config(allowed, source="fleet.yaml")
+
+
+@pytest.mark.parametrize("text", [
+    "alerts: [{webhook: 'http://127.0.0.1:8080/hook'}]",
+    "store: {url: s3://reports, endpoint_url: 'http://localhost:9000'}",
+    "scanner: {trivy: {server: 'http://[::1]:4954'}}",
+    "registries: {'127.0.0.1:5000': {insecure: true}}\nscanner: {trivy: {server: 'https://127.0.0.1:4954'}}",
+])
+def test_clear_text_on_this_machine_is_fine(text: str):
+    parse_config(text, source="fleet.yaml")

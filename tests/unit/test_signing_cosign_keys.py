@@ -218,3 +218,24 @@ def test_cli_export_needs_cosign_password_set(tmp_path: Path):
     assert result.exit_code == 2
     assert "COSIGN_PASSWORD" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_keys_generate_encrypts_unless_told_not_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    runner = CliRunner()
+    monkeypatch.delenv("VULNATTEST_KEY_PASSWORD", raising=False)
+    monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
+    refused = runner.invoke(app, ["keys", "generate", str(tmp_path / "none")])
+    assert refused.exit_code != 0
+    assert "set VULNATTEST_KEY_PASSWORD" in refused.output and "--no-password" in refused.output
+    assert not (tmp_path / "none" / "vulnattest.key").exists()
+
+    plain = runner.invoke(app, ["keys", "generate", "--no-password", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    assert "UNENCRYPTED" in plain.output
+    assert b"-----BEGIN PRIVATE KEY-----" in (tmp_path / "plain" / "vulnattest.key").read_bytes()
+
+    monkeypatch.setenv("VULNATTEST_KEY_PASSWORD", "correct horse")
+    encrypted = runner.invoke(app, ["keys", "generate", str(tmp_path / "encrypted")])
+    assert encrypted.exit_code == 0, encrypted.output
+    assert "correct horse" not in encrypted.output
+    assert b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in (tmp_path / "encrypted" / "vulnattest.key").read_bytes()

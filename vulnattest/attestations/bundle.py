@@ -263,7 +263,8 @@ def _fetch(client: RegistryClient, image: ResolvedImage, referrer: Referrer) -> 
     if isinstance(size, int) and size > KYVERNO_BUNDLE_LIMIT:
         raise VerificationError(f"{image.image.pinned}: bundle referrer {referrer.digest} is {size} bytes; Kyverno "
                                 f"refuses bundles over {KYVERNO_BUNDLE_LIMIT}")
-    return AttachedBundle(referrer, client.get_blob(image.image.repository, layers[0]["digest"]))
+    blob = client.get_blob(image.image.repository, layers[0]["digest"], layers[0].get("size"))
+    return AttachedBundle(referrer, blob)
 
 
 @dataclass

@@ -92,7 +92,8 @@ def read_attestations(client: RegistryClient, image: ResolvedImage) -> list[Atta
         raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} has a layer that is not a "
                                 "descriptor with a digest; attest the image again to rewrite it")
     # every layer, whatever its media type: cosign reads each one as an attestation
-    return [AttachedAttestation(layer, client.get_blob(image.image.repository, layer["digest"])) for layer in layers]
+    return [AttachedAttestation(layer, client.get_blob(image.image.repository, layer["digest"], layer.get("size")))
+            for layer in layers]
 
 
 def _image_manifest(client: RegistryClient, image: ResolvedImage, manifest: Manifest) -> Manifest:
@@ -208,7 +209,8 @@ def _same_type(client: RegistryClient, image: ResolvedImage, layer: dict[str, An
     annotated = (layer.get("annotations") or {}).get(PREDICATE_ANNOTATION)
     if annotated:
         return bool(annotated == predicate_type)
-    attached = AttachedAttestation(layer, client.get_blob(image.image.repository, str(layer["digest"])))
+    attached = AttachedAttestation(layer, client.get_blob(image.image.repository, str(layer["digest"]),
+                                                            layer.get("size")))
     where = f"{image.image.pinned} attestation layer {layer.get('digest')}"
     try:
         return attached.statement_predicate_type(where) == predicate_type

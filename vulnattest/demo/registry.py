@@ -17,16 +17,20 @@ INSTALL_HINT = "install Debian's registry: `sudo apt-get install docker-registry
 
 
 class LocalRegistry(LocalService):
-    """Runs ``docker-registry serve`` with its own storage directory until closed; plain HTTP, no auth."""
+    """Runs ``docker-registry serve`` with its own storage directory until closed; no auth, plain HTTP unless given
+    `tls` (a PEM certificate and key file): then HTTPS only. `storage` shares another registry's blobs and manifests."""
 
     name = "registry"
 
-    def __init__(self, root: Path | None = None, binary: str = "docker-registry") -> None:
+    def __init__(self, root: Path | None = None, binary: str = "docker-registry", *,
+                 tls: tuple[Path, Path] | None = None, storage: Path | None = None) -> None:
         found = shutil.which(binary)
         if found is None:
             raise VulnattestError(f"{binary} not found; {INSTALL_HINT}")
         super().__init__(root)
         self._binary = found
+        self._tls = tls
+        self.storage = storage or self.root / "data"
         self.host = f"127.0.0.1:{self.port}"
 
     @property
@@ -37,15 +41,18 @@ class LocalRegistry(LocalService):
     def start(self, timeout: float = 20.0) -> LocalRegistry:
         """Start the registry and wait until it answers ``/v2/``."""
         config = self.root / "config.yml"
+        tls = f", tls: {{certificate: '{self._tls[0]}', key: '{self._tls[1]}'}}" if self._tls else ""
         config.write_text(
             "version: 0.1\n"
             "log: {level: error, accesslog: {disabled: true}}\n"
             # the storage settings of the config Debian's package ships (its blob descriptor cache included)
-            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, delete: {{enabled: true}}, "
+            f"storage: {{filesystem: {{rootdirectory: '{self.storage}'}}, delete: {{enabled: true}}, "
             "cache: {blobdescriptor: inmemory}}\n"
-            f"http: {{addr: '{self.host}'}}\n"
+            f"http: {{addr: '{self.host}'{tls}}}\n"
         )
-        self._launch([self._binary, "serve", str(config)], f"http://{self.host}/v2/", timeout)
+        scheme = "https" if self._tls else "http"
+        # the health probe only: whoever talks to it next decides whether to trust its certificate
+        self._launch([self._binary, "serve", str(config)], f"{scheme}://{self.host}/v2/", timeout, verify=False)
         return self
 
     def client(self) -> RegistryClient:
