@@ -15,6 +15,7 @@ import pytest
 import yaml
 from botocore.config import Config
 
+from vulnattest.demo.cluster import LocalCluster
 from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry, free_port
 from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore
 
@@ -49,6 +50,16 @@ def registry() -> Iterator[LocalRegistry]:
     if shutil.which("docker-registry") is None:
         pytest.skip(INSTALL_HINT)
     with LocalRegistry() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def cluster(kms_endpoint: str) -> Iterator[LocalCluster]:
+    """etcd, kube-apiserver and Kyverno's admission controller on free loopback ports: a created Pod gets Kyverno's
+    real admission decision. Kyverno reaches the tests' KMS server for its ``kms`` attestors."""
+    etcd, apiserver, kyverno = oracle("etcd"), oracle("kubernetes"), oracle("kyverno-controller")
+    aws = {"AWS_ENDPOINT_URL_KMS": kms_endpoint, "AWS_REGION": "us-east-1"}
+    with LocalCluster(etcd.parent, apiserver.parent, kyverno.parent, kyverno_env=aws) as running:
         yield running
 
 

@@ -164,7 +164,7 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
         return 1
 
     _step(console, 6, f"Time passes for {STALE_IMAGE}: its last scan is now 8 days old")
-    _backdate(config_path, f"{host}/{STALE_IMAGE}", timedelta(days=8))
+    backdate(config_path, f"{host}/{STALE_IMAGE}", timedelta(days=8))
     console.print("  (re-attested with a scan that finished 8 days ago, past the 168h limit)")
 
     _step(console, 7, "check-freshness again: the stale image is caught, and on-call is told")
@@ -199,7 +199,7 @@ def _short(image: str, host: str) -> str:
     return image.removeprefix(f"{host}/")
 
 
-def _backdate(config_path: Path, image: str, age: timedelta) -> None:
+def backdate(config_path: Path, image: str, age: timedelta) -> None:
     """Re-attest `image` as if its last scan had finished `age` ago (a real scan, stored and verified)."""
     from vulnattest.config import load_config
 
