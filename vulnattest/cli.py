@@ -461,6 +461,9 @@ def serve(
 @app.command()
 def demo(
     workdir: Annotated[Path | None, typer.Option(help="keep the demo's files (config, keys, reports) here")] = None,
+    admission: Annotated[bool, typer.Option(
+        help="also put a Pod before Kyverno's real admission controller (a local kube-apiserver): created while its "
+        "scan is fresh, denied once aged; needs the binaries `python -m tests.oracles build` makes")] = False,
 ) -> None:
     """Walk through the whole job offline: demo images, scan, attest, check, a stale image and its alert.
 
@@ -469,7 +472,7 @@ def demo(
     from vulnattest.walkthrough import run_demo
 
     try:
-        code = run_demo(console, workdir)
+        code = run_demo(console, workdir, admission=admission)
     except VulnattestError as e:
         raise _fail(str(e)) from None
     raise typer.Exit(code)

@@ -2,7 +2,9 @@
 
 It builds small images with known (fictional) vulnerable packages, serves them from a throwaway registry, gives
 Trivy an offline demo advisory DB, runs scan-and-attest and check-freshness, makes one image's scan old enough to
-go stale, shows the alert on-call would get, and stops everything it started.
+go stale, shows the alert on-call would get, and stops everything it started. With ``--admission`` it also starts a
+Kubernetes API server with Kyverno's admission controller (`vulnattest.demo.cluster`) and ends as the job does in a
+cluster: ``kubectl apply`` of a Pod created while its scan is fresh, and denied once it is aged.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,10 +25,13 @@ from rich.panel import Panel
 from rich.table import Table
 
 from vulnattest.attestations import VULN_PREDICATE_TYPE, Invocation, sign_statement, vuln_statement
+from vulnattest.config import load_config
+from vulnattest.demo.cluster import LocalCluster
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, DEMO_DEBIAN_PACKAGES, alpine_image, debian_image
 from vulnattest.demo.registry import LocalRegistry, push_image, push_index
 from vulnattest.demo.trivydb import DEMO_ADVISORIES, write_trivy_db
 from vulnattest.images import ImageRef
+from vulnattest.kyverno import cluster_policy
 from vulnattest.registry import resolve
 from vulnattest.services import Services
 from vulnattest.signing.keyfile import generate_keypair
@@ -64,13 +69,20 @@ def _inbox() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
-def run_demo(console: Console, workdir: Path | None = None) -> int:
-    """Run the walk-through; return the exit code (0 when every step did what it should)."""
-    with tempfile.TemporaryDirectory(prefix="vulnattest-demo-") as tmp:
+def run_demo(console: Console, workdir: Path | None = None, *, admission: bool = False) -> int:
+    """Run the walk-through; return the exit code (0 when every step did what it should). With `admission`, Pods
+    go before Kyverno's admission controller too (raises VulnattestError, naming the build command, when its
+    binaries are not built)."""
+    with tempfile.TemporaryDirectory(prefix="vulnattest-demo-") as tmp, ExitStack() as stack:
         root = (workdir or Path(tmp)).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        with LocalRegistry() as registry, _inbox() as (inbox_url, inbox), _prefect_home(root / "prefect"):
-            return _walk(console, root, registry, inbox_url, inbox)
+        cluster = LocalCluster(directory=root / "cluster") if admission else None  # checks the binaries first
+        registry = stack.enter_context(LocalRegistry())
+        inbox_url, inbox = stack.enter_context(_inbox())
+        stack.enter_context(_prefect_home(root / "prefect"))
+        if cluster is not None:
+            stack.callback(cluster.stop)  # started at its step, once the Prefect server is up
+        return _walk(console, root, registry, inbox_url, inbox, cluster)
 
 
 @contextmanager
@@ -91,11 +103,12 @@ def _prefect_home(home: Path) -> Iterator[None]:
         yield
 
 
-def _step(console: Console, number: int, text: str) -> None:
+def _step(console: Console, number: int | str, text: str) -> None:
     console.print(f"\n[bold cyan]{number}.[/] [bold]{text}[/]")
 
 
-def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str, inbox: list[dict[str, Any]]) -> int:
+def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str, inbox: list[dict[str, Any]],
+          cluster: LocalCluster | None = None) -> int:
     from flows import results_of
     from flows.check_freshness import check_freshness
     from flows.scan_and_attest import scan_and_attest
@@ -163,6 +176,21 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
             f"{v.image}: {v.reason}" for v in verdicts if not v.ok) + "[/]")
         return 1
 
+    pod = root / "pod.yaml"
+    if cluster is not None:
+        _step(console, "5b", "Admission: the ClusterPolicy of `vulnattest policy kyverno`, enforced by Kyverno")
+        console.print("  starting a Kubernetes API server and Kyverno's admission controller on loopback …")
+        cluster.start()
+        console.print(f"  API server at {cluster.server}; Kyverno's webhooks registered")
+        (root / "policy.yaml").write_text(yaml.safe_dump(cluster_policy(load_config(config_path), datetime.now(UTC)),
+                                                         sort_keys=False))
+        cluster.apply_policy(yaml.safe_load((root / "policy.yaml").read_text()))
+        pod.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "legacy-batch", "namespace": "default"},
+            "spec": {"containers": [{"name": "main", "image": f"{host}/{STALE_IMAGE}"}]}}, sort_keys=False))
+        if not _kubectl_apply(console, cluster, pod, expect_admitted=True):
+            return 1
+
     _step(console, 6, f"Time passes for {STALE_IMAGE}: its last scan is now 8 days old")
     backdate(config_path, f"{host}/{STALE_IMAGE}", timedelta(days=8))
     console.print("  (re-attested with a scan that finished 8 days ago, past the 168h limit)")
@@ -182,6 +210,12 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
         console.print("[red]the stale image was not reported as expected[/]")
         return 1
 
+    if cluster is not None:
+        _step(console, "7b", "The same Pod again: admission refuses it, as the alert said it would")
+        cluster.kubectl("delete", "-f", str(pod), "--ignore-not-found")
+        if not _kubectl_apply(console, cluster, pod, expect_admitted=False):
+            return 1
+
     console.print(Panel(
         "Everything the demo started is stopped. To run vulnattest on your own fleet:\n\n"
         "  vulnattest keys generate keys                       # or bring a cosign key: vulnattest keys import\n"
@@ -195,14 +229,25 @@ def _walk(console: Console, root: Path, registry: LocalRegistry, inbox_url: str,
     return 0
 
 
+def _kubectl_apply(console: Console, cluster: LocalCluster, pod: Path, *, expect_admitted: bool) -> bool:
+    """`kubectl apply -f pod.yaml`, shown as run; whether admission decided as expected."""
+    console.print(f"  $ kubectl apply -f {pod.name}")
+    done = cluster.kubectl("apply", "-f", str(pod), check=False)
+    said = (done.stdout + done.stderr).strip()
+    console.print(Panel(said, expand=False, border_style="green" if done.returncode == 0 else "red"))
+    if (done.returncode == 0) is not expect_admitted:
+        console.print(f"[red]admission {'refused' if expect_admitted else 'admitted'} the Pod, unlike what "
+                      "vulnattest reported[/]")
+        return False
+    return True
+
+
 def _short(image: str, host: str) -> str:
     return image.removeprefix(f"{host}/")
 
 
 def backdate(config_path: Path, image: str, age: timedelta) -> None:
     """Re-attest `image` as if its last scan had finished `age` ago (a real scan, stored and verified)."""
-    from vulnattest.config import load_config
-
     config = load_config(config_path)
     services = Services.for_attesting(config)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,27 @@ def test_demo_walks_through_scan_attest_check_and_a_stale_alert(tmp_path: Path):
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://{host.group(1)}/v2/", timeout=2)
     assert (tmp_path / "fleet.yaml").exists()
+
+
+def test_demo_with_admission_ends_as_the_job_does_in_a_cluster(tmp_path: Path):
+    """`demo --admission`: the Pod is created while its scan is fresh and denied by Kyverno's webhook once aged."""
+    from tests.conftest import oracle
+
+    if shutil.which("docker-registry") is None:
+        pytest.skip(INSTALL_HINT)
+    for tool in ("etcd", "kubernetes", "kyverno-controller"):
+        oracle(tool)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["COLUMNS"] = "200"
+    done = subprocess.run([sys.executable, "-m", "vulnattest", "demo", "--admission", "--workdir", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    output = done.stdout
+    assert done.returncode == 0, output[-4000:] + done.stderr[-4000:]
+    created, denied = output.index("pod/legacy-batch created"), output.index("denied the request")
+    assert created < output.index("alert received by on-call") < denied
+    assert "the vulnerability scan is older than 168h0m0s" in output[denied:]
+    # it left nothing running: the API server is gone
+    server = re.search(r"API server at https://127\.0\.0\.1:(\d+)", output)
+    assert server is not None
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(server.group(1)))) != 0

@@ -103,6 +103,7 @@ class LocalCluster:
             raise VulnattestError(f"the local cluster's tools are missing ({', '.join(missing)}); {BUILD_HINT}")
         self._tmp = tempfile.TemporaryDirectory(prefix="vulnattest-cluster-") if directory is None else None
         self.directory = Path(self._tmp.name) if self._tmp is not None else directory or Path(".")
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.kubeconfig = self.directory / "kubeconfig"
         self._kyverno_env = kyverno_env or {}
         self._etcd = _Program("etcd", self.directory)
