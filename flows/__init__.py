@@ -45,10 +45,10 @@ def key_password(signing: SigningSettings) -> bytes | None:
     """The key file's password from the Prefect Secret block ``signing.password_secret`` names, if it names one."""
     if signing.password_secret is None:
         return None
-    from prefect.blocks.system import Secret
+    from flows.prefect_compat import load_secret
 
     try:
-        secret: Secret[str] = Secret.load(signing.password_secret, _sync=True)  # type: ignore[call-arg,assignment]
+        secret = load_secret(signing.password_secret)
     except ValueError as e:
         raise VulnattestError(
             f"no Prefect Secret block named {signing.password_secret!r} (signing.password_secret): create it in the "

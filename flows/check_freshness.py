@@ -7,9 +7,9 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.states import Failed
 from pydantic import BaseModel, Field
 
@@ -56,7 +56,7 @@ class CheckOptions(BaseModel):
 @flow(name="check-freshness", log_prints=False)
 def check_freshness(
     config_path: str | None = None, images: list[str] | None = None, options: CheckOptions | None = None,
-) -> list[ImageVerdict]:
+) -> list[ImageVerdict] | State[Any]:
     """Judge every image's vuln attestations as admission will, tell on-call what changed, publish the fleet table.
 
     Fails (still carrying every verdict) when an alert channel or the alert state could not be reached, so a
@@ -104,7 +104,7 @@ def check_freshness(
     if problems:
         message = f"{len(problems)} problem(s) telling on-call: " + "; ".join(problems)
         logger.error("%s", message)
-        return Failed(message=message, data=verdicts)  # type: ignore[return-value]
+        return Failed(message=message, data=verdicts)
     return verdicts
 
 

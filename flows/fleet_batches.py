@@ -9,9 +9,10 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -116,7 +117,7 @@ def scan_fleet_in_batches(
     deployment: str = BATCH_DEPLOYMENT,
     timeout_seconds: int = 6 * 3600,
     poll_seconds: float = 10.0,
-) -> list[BatchResult]:
+) -> list[BatchResult] | State[Any]:
     """Scan and attest the fleet as runs of the `deployment` of scan-and-attest, `batch_size` images each, on its
     work pool's workers; fail naming the batches that did not attest every image.
 
@@ -148,7 +149,7 @@ def scan_fleet_in_batches(
             f"batch {r.index + 1} {r.flow_run_name or ''} {r.state}: {r.message or r.summary or ''}".strip()
             for r in failed)
         logger.error("%s", message)
-        return Failed(message=message, data=results)  # type: ignore[return-value]
+        return Failed(message=message, data=results)
     return results
 
 

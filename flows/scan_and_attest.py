@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
@@ -37,7 +37,7 @@ _TASK_RUNNER = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_w
 
 
 @flow(name="scan-and-attest", log_prints=False, task_runner=_TASK_RUNNER)
-def scan_and_attest(config_path: str | None = None, images: list[str] | None = None) -> list[ImageOutcome]:
+def scan_and_attest(config_path: str | None = None, images: list[str] | None = None) -> list[ImageOutcome] | State[Any]:
     """Scan every image of the fleet and attach a fresh signed vuln attestation; fail naming the images that failed.
 
     Each image goes through five task runs (scan, hash, store, verify, attest), `concurrency` images at a time;
@@ -78,7 +78,7 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
         message = f"{len(failed)} of {len(outcomes)} image(s) not attested: {names}"
         logger.error("%s", message)
         # a Failed state that still carries every outcome, so callers can report the whole fleet
-        return Failed(message=message, data=outcomes)  # type: ignore[return-value]
+        return Failed(message=message, data=outcomes)
     return outcomes
 
 

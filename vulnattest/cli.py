@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,7 +23,14 @@ from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
 from vulnattest.outcomes import ImageOutcome
 
+# vulnattest's own log lines reach the Prefect UI beside the flows' (read when Prefect is first imported, which the
+# command line does after this); a deployment's job variables set the same for workers
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "vulnattest")
+# the commands that run flows: Prefect's console handler shows vulnattest's log lines there
+_PREFECT_COMMANDS = frozenset({"run", "check", "serve", "demo"})
+
 if TYPE_CHECKING:
+    from vulnattest.freshness import ImageVerdict
     from vulnattest.kyverno import PolicyRequirements
     from vulnattest.signing.interface import Verifier
 
@@ -37,6 +45,23 @@ errors = Console(stderr=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="fleet configuration file (YAML)", exists=True,
                                             dir_okay=False, readable=True)]
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True,
+        help="show vulnattest's own log lines: -v from info, -vv from debug (warnings always show)")] = 0,
+) -> None:
+    """Keep a fresh, signed vulnerability scan attached to every container image of a fleet."""
+    logger = logging.getLogger("vulnattest")
+    if verbose:  # else as logging is configured: warnings and worse
+        logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    if ctx.invoked_subcommand not in _PREFECT_COMMANDS and not logger.handlers:
+        from rich.logging import RichHandler
+
+        logger.addHandler(RichHandler(console=errors, show_path=False, show_time=verbose > 1))
 
 
 class PolicyKind(StrEnum):
@@ -379,7 +404,7 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _print_verdicts(verdicts: list[Any], show_all: bool) -> None:
+def _print_verdicts(verdicts: list[ImageVerdict], show_all: bool) -> None:
     from vulnattest.freshness import counts_text, worst_first
 
     shown = [v for v in worst_first(verdicts) if show_all or not v.ok]

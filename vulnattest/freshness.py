@@ -36,7 +36,7 @@ from vulnattest.images import ImageRef
 from vulnattest.policy import PolicyResult, evaluate_report, policy_for
 from vulnattest.registry import Registries, RegistryClient, ResolvedImage
 from vulnattest.scanners.interface import severity_counts
-from vulnattest.scanners.trivy import parse_findings
+from vulnattest.scanners.trivy_report import parse_findings
 from vulnattest.signing.interface import Verifier
 from vulnattest.text import md_cell, rfc3339, short_digest
 from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations

@@ -17,7 +17,7 @@ from vulnattest.config import AllowEntry, PolicySettings
 from vulnattest.errors import ImageRefError
 from vulnattest.images import ImageRef
 from vulnattest.scanners.interface import SEVERITIES, Finding
-from vulnattest.scanners.trivy import parse_findings
+from vulnattest.scanners.trivy_report import parse_findings
 
 
 def severity_rank(severity: str) -> int:

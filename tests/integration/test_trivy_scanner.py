@@ -16,7 +16,8 @@ from vulnattest.demo.registry import LocalRegistry
 from vulnattest.errors import ScanError, is_transient
 from vulnattest.images import ImageRef
 from vulnattest.registry import check_pullable, resolve
-from vulnattest.scanners.trivy import TrivyScanner, TrivyServer, parse_findings
+from vulnattest.scanners.trivy import TrivyScanner, TrivyServer
+from vulnattest.scanners.trivy_report import parse_findings
 
 
 def _scanner(cache: Path, **options: object) -> TrivyScanner:

@@ -95,6 +95,23 @@ def test_regexp_identities_match_like_cosign(pki: TestSigstore, trust: TrustMate
         _verifier(trust, other_org).verify_dsse(IN_TOTO, PAYLOAD, [signature], material)
 
 
+def test_a_go_end_of_text_anchor_the_config_accepts_is_accepted_by_the_verifier(
+    pki: TestSigstore, trust: TrustMaterial
+):
+    from vulnattest.config import SigningSettings
+    from vulnattest.signing.factory import certificate_identities
+
+    signature, material = _signed(pki)
+    settings = SigningSettings.model_validate({"key": "keyless", "identities": [
+        {"subject_regexp": r"@refs/heads/main\z", "issuer": ISSUER}]})
+    [identity] = certificate_identities(settings)
+
+    assert _verifier(trust, identity).verify_dsse(IN_TOTO, PAYLOAD, [signature], material).identity == SUBJECT
+    with pytest.raises(VerificationError, match="not one of the accepted identities"):
+        _verifier(trust, CertificateIdentity(subject_regexp=r"acme/app\z", issuer=ISSUER)).verify_dsse(
+            IN_TOTO, PAYLOAD, [signature], material)
+
+
 def test_any_of_several_identities_is_enough(pki: TestSigstore, trust: TrustMaterial):
     signature, material = _signed(pki, subject="release@acme.example", issuer="https://accounts.google.com")
     verifier = _verifier(trust, CertificateIdentity(subject=SUBJECT, issuer=ISSUER),

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -39,7 +38,8 @@ from vulnattest.errors import (
 )
 from vulnattest.localservice import PARENT_DEATH, LocalService, stop_process_group
 from vulnattest.registry import ResolvedImage
-from vulnattest.scanners.interface import SEVERITIES, Finding, ScannerInfo, ScanReport
+from vulnattest.scanners.interface import SEVERITIES, ScannerInfo, ScanReport
+from vulnattest.scanners.trivy_report import parse_findings
 
 log = logging.getLogger(__name__)
 
@@ -65,40 +65,6 @@ class _Version(BaseModel):
     model_config = ConfigDict(extra="ignore")
     Version: str
     VulnerabilityDB: _DbMetadata | None = None
-
-
-def parse_findings(report: Any) -> tuple[Finding, ...]:
-    """Read the findings of a Trivy JSON report (already decoded); raise ScanError when it is not one.
-
-    Written out by hand rather than through a pydantic model: a real image's report holds thousands of findings,
-    and this runs once per scan and once per attestation checked."""
-    if not isinstance(report, dict) or not isinstance(report.get("SchemaVersion"), int):
-        raise ScanError("not a Trivy JSON report: no integer SchemaVersion at the top level")
-    results = report.get("Results") or []
-    if not isinstance(results, list):
-        raise ScanError("not a Trivy JSON report: Results is not a list")
-    findings: list[Finding] = []
-    for r, result in enumerate(results):
-        vulnerabilities = result.get("Vulnerabilities") if isinstance(result, dict) else None
-        if not isinstance(result, dict) or not isinstance(vulnerabilities, list | None):
-            raise ScanError(f"not a Trivy JSON report: Results[{r}] is not a result with a Vulnerabilities list")
-        for v, vuln in enumerate(vulnerabilities or []):
-            if not isinstance(vuln, dict) or not isinstance(vuln.get("VulnerabilityID"), str):
-                raise ScanError(f"not a Trivy JSON report: Results[{r}].Vulnerabilities[{v}] has no VulnerabilityID")
-            severity = vuln.get("Severity")
-            fixed = vuln.get("FixedVersion")
-            findings.append(Finding(
-                vulnerability_id=vuln["VulnerabilityID"],
-                severity=severity if severity in SEVERITIES else "UNKNOWN",
-                package=_text(vuln.get("PkgName")),
-                installed_version=_text(vuln.get("InstalledVersion")),
-                fixed_version=fixed if isinstance(fixed, str) and fixed else None,
-            ))
-    return tuple(findings)
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def find_binary(binary: str) -> str:

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vulnattest.errors import SigningError, VerificationError
 from vulnattest.signing.interface import CertificateMaterial, VerifiedSigner, pae
-from vulnattest.text import go_search
+from vulnattest.text import go_regexp, go_search
 
 OIDC_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 OIDC_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -70,7 +70,7 @@ class CertificateIdentity:
         for pattern in (self.subject_regexp, self.issuer_regexp):
             if pattern is not None:
                 try:
-                    re.compile(pattern)
+                    go_regexp(pattern)  # the rule the config validates with and `_match` searches with
                 except re.error as e:
                     raise SigningError(f"invalid regular expression {pattern!r}: {e}") from e
 
@@ -182,16 +182,16 @@ class TrustMaterial:
         """The public Sigstore instance's trust root, fetched and verified through its TUF repository (network)."""
         from sigstore.models import ClientTrustConfig
 
+        from vulnattest.compat.sigstore import trusted_root_json
+
         try:
-            trusted_root = ClientTrustConfig.production().trusted_root
-            # sigstore-python exposes no serialiser for TrustedRoot; its inner protobuf-specs model has one
-            data = trusted_root._inner.to_json()
+            data = trusted_root_json(ClientTrustConfig.production().trusted_root)
         except Exception as e:  # TUF and network failures come in many types
             raise SigningError(
                 f"cannot fetch the public Sigstore trust root through TUF ({type(e).__name__}); offline, set "
                 "signing.trusted_root to a trusted_root.json"
             ) from e
-        return cls.from_trusted_root(data.encode() if isinstance(data, str) else data, "public Sigstore (TUF)")
+        return cls.from_trusted_root(data, "public Sigstore (TUF)")
 
 
 class _Wire(BaseModel):

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from vulnattest.errors import SigningError, VerificationError, is_transient_status
 from vulnattest.retrying import REQUEST_RETRIES
 from vulnattest.signing.interface import CertificateMaterial, DsseSignature, TransientSigningError
+
+if TYPE_CHECKING:
+    from sigstore.sign import Signer as SigstoreSigner
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class KeylessSigner:
         self._trust_config = trust_config
         self._context = SigningContext.from_trust_config(trust_config)
         self._token_source = token_source
-        self._signer: Any = None
+        self._signer: SigstoreSigner | None = None
         self._not_after: datetime | None = None
         self._identity: str | None = None
         self._lock = threading.Lock()
@@ -129,8 +132,9 @@ class KeylessSigner:
 
     def _sign(self, statement: Any) -> DsseSignature:
         """One try at signing: a certificate (cached) and a log entry; an outage of either is a TransientError."""
-        from sigstore._internal.fulcio import ExpiredCertificate  # raised by the public Signer
         from sigstore.errors import Error as SigstoreError
+
+        from vulnattest.compat.sigstore import ExpiredCertificate  # raised by the public Signer
 
         for _attempt in range(2):
             signer = self._session()
@@ -150,7 +154,7 @@ class KeylessSigner:
             return signed
         raise SigningError("keyless signing certificate expired twice in a row; check the system clock")
 
-    def _session(self) -> Any:
+    def _session(self) -> SigstoreSigner:
         from sigstore.errors import Error as SigstoreError
         from sigstore.oidc import IdentityToken
 

@@ -6,7 +6,7 @@ import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import boto3
@@ -15,6 +15,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from vulnattest.errors import StoreError, TransientStoreError, botocore_transient_errors
 from vulnattest.storage.interface import ObjectKey, StoredObject
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 _THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                          "ServiceUnavailable"})
@@ -26,7 +29,7 @@ class S3ReportStore:
 
     bucket: str
     prefix: str
-    client: Any
+    client: S3Client
 
     @classmethod
     def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None,
@@ -65,9 +68,12 @@ class S3ReportStore:
 
     def read(self, stored: StoredObject) -> bytes:
         """Read exactly the version that was written, where the bucket keeps versions."""
-        extra = {"VersionId": stored.version_id} if stored.version_id else {}
         with _errors(stored.uri, "read"):
-            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(stored.key), **extra)
+            if stored.version_id:
+                answer = self.client.get_object(Bucket=self.bucket, Key=self._key(stored.key),
+                                                VersionId=stored.version_id)
+            else:
+                answer = self.client.get_object(Bucket=self.bucket, Key=self._key(stored.key))
             return bytes(answer["Body"].read())
 
     def get(self, key: ObjectKey) -> bytes | None:
