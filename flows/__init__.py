@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,11 @@ from prefect.client.schemas.objects import State
 
 from vulnattest.config import FleetConfig, SigningSettings, load_config
 from vulnattest.errors import VulnattestError
+
+
+def run_name(kind: str) -> Callable[[], str]:
+    """A flow run name generator: `kind` and the UTC time the run started, e.g. ``scan-20261207-031900``."""
+    return lambda: f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
 def fleet_config(config_path: str | None, images: list[str] | None) -> FleetConfig:

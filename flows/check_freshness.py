@@ -13,7 +13,7 @@ from prefect import State, flow, get_run_logger
 from prefect.states import Failed
 from pydantic import BaseModel, Field
 
-from flows import fleet_config, publish_markdown
+from flows import fleet_config, publish_markdown, run_name
 from tasks.batching import Batch, BatchPlan, run_batches
 from tasks.freshness import (
     ImageCheck,
@@ -53,7 +53,7 @@ class CheckOptions(BaseModel):
     )
 
 
-@flow(name="check-freshness", log_prints=False)
+@flow(name="check-freshness", log_prints=False, flow_run_name=run_name("check"))
 def check_freshness(
     config_path: str | None = None, images: list[str] | None = None, options: CheckOptions | None = None,
 ) -> list[ImageVerdict] | State[Any]:
@@ -61,6 +61,12 @@ def check_freshness(
 
     Fails (still carrying every verdict) when an alert channel or the alert state could not be reached, so a
     silent channel shows in the UI; stale images themselves are a finding, not a failure of this flow.
+
+    Args:
+        config_path: the fleet configuration file, as the worker sees it (none: the built-in defaults, with
+            `images` naming the images)
+        images: only these images of the fleet (each as listed in the config); empty: all
+        options: what-if and quiet runs: another max_age, or no alerts
     """
     logger = get_run_logger()
     options = options or CheckOptions()

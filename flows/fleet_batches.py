@@ -27,7 +27,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_DEFAULT_LIMIT
 from prefect.states import Cancelling, Failed
 
-from flows import fleet_config, publish_markdown
+from flows import fleet_config, publish_markdown, run_name
 from flows.scan_and_attest import ARTIFACT_KEY as BATCH_ARTIFACT_KEY
 from tasks.locks import ensure_registry_limits, registry_limit
 from vulnattest.errors import VulnattestError
@@ -108,7 +108,7 @@ def plan_batches(refs: Iterable[ImageRef], batch_size: int, concurrency: int) ->
     return batches
 
 
-@flow(name="scan-fleet-in-batches", log_prints=False)
+@flow(name="scan-fleet-in-batches", log_prints=False, flow_run_name=run_name("fleet"))
 def scan_fleet_in_batches(
     config_path: str | None = None,
     images: list[str] | None = None,
@@ -125,6 +125,16 @@ def scan_fleet_in_batches(
     existing limit is kept): every scan-and-attest run holds slots of it while it works (one per image in flight),
     and this flow keeps no more batches in flight per registry than its limit admits, so batches wait here rather
     than on a worker. Workers must read `config_path` at the same path.
+
+    Args:
+        config_path: the fleet configuration file, at the same path on every worker (none: the built-in
+            defaults, with `images` naming the images)
+        images: only these images of the fleet (each as listed in the config); empty: all
+        batch_size: images per batch run of scan-and-attest
+        registry_slots: images in flight per registry across all workers, for a registry with no limit yet
+        deployment: the scan-and-attest deployment that runs each batch (flow/deployment)
+        timeout_seconds: give up waiting for the batches after this long (they are cancelled)
+        poll_seconds: how often to read the batch runs' states
     """
     logger = get_run_logger()
     if batch_size < 1 or registry_slots < 1:

@@ -12,7 +12,7 @@ from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from flows import fleet_config, key_password, publish_markdown
+from flows import fleet_config, key_password, publish_markdown, run_name
 from flows.chains import Chain, ChainRunner
 from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
 from tasks.stages import attest, hash_report, scan, store, verify
@@ -36,13 +36,18 @@ ARTIFACT_KEY = "scan-and-attest-summary"
 _TASK_RUNNER = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))
 
 
-@flow(name="scan-and-attest", log_prints=False, task_runner=_TASK_RUNNER)
+@flow(name="scan-and-attest", log_prints=False, task_runner=_TASK_RUNNER, flow_run_name=run_name("scan"))
 def scan_and_attest(config_path: str | None = None, images: list[str] | None = None) -> list[ImageOutcome] | State[Any]:
     """Scan every image of the fleet and attach a fresh signed vuln attestation; fail naming the images that failed.
 
     Each image goes through five task runs (scan, hash, store, verify, attest), `concurrency` images at a time;
     one image's failure stops only its own chain. Where a registry has a ``registry:<host>`` global concurrency
     limit, the run holds slots of it while it works (see scan-fleet-in-batches) and keeps within them.
+
+    Args:
+        config_path: the fleet configuration file, as the worker sees it (none: the built-in defaults, with
+            `images` naming the images)
+        images: only these images of the fleet (each as listed in the config, e.g. registry/app:1.2); empty: all
     """
     logger = get_run_logger()
     config = fleet_config(config_path, images)

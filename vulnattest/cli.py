@@ -163,6 +163,7 @@ def keys_export(
 def run(
     config: ConfigOption,
     image: Annotated[list[str] | None, typer.Option("--image", "-i", help="only these images (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per image, on stdout")] = False,
 ) -> None:
     """Run scan-and-attest once; exit 0 when every image was attested, 1 otherwise (2: bad config, key or images).
 
@@ -183,7 +184,9 @@ def run(
         outcomes = results_of(called.state) if called.state is not None else None
     except VulnattestError as e:
         raise _fail(str(e)) from None
-    if outcomes is not None:
+    if outcomes is not None and as_json:
+        typer.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
+    elif outcomes is not None:
         _print_outcomes(outcomes)
     if called.lost is not None or called.state is None:
         _report_lost_api(api, called.lost or "no state", fleet.with_images(image) if image else fleet, str(config),
@@ -359,6 +362,7 @@ def check(
     config: ConfigOption,
     image: Annotated[list[str] | None, typer.Option("--image", "-i", help="only these images (repeatable)")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="list fresh images too")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per image, on stdout")] = False,
 ) -> None:
     """Run check-freshness once (alerts and events included); exit 0 when every image is fresh, 1 otherwise.
 
@@ -385,7 +389,10 @@ def check(
         verdicts = results_of(called.state)
     except VulnattestError as e:
         raise _fail(str(e), 1) from None
-    _print_verdicts(verdicts, show_all)
+    if as_json:
+        typer.echo(json.dumps([v.to_json() for v in verdicts], indent=2))
+    else:
+        _print_verdicts(verdicts, show_all)
     state = called.state
     if called.lost is not None:
         errors.print(f"[bold red]lost the Prefect API at {api}[/] ({called.lost}): the verdicts above stand, but "

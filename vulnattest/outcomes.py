@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from vulnattest.text import md_cell, short_digest
 
@@ -29,6 +30,10 @@ class ImageOutcome:
     def ok(self) -> bool:
         """True when the image was attested."""
         return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping (the shape `vulnattest run --json` prints, one per image)."""
+        return {**asdict(self), "ok": self.ok}
 
     def findings_text(self) -> str:
         """Findings per severity, e.g. ``C1 H2 M0 L3 U0``."""

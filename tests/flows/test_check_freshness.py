@@ -4,6 +4,7 @@ registries, and `vulnattest check`."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -285,6 +286,10 @@ def test_check_command_exits_0_only_when_every_image_is_fresh(
     fresh = CliRunner().invoke(app, ["check", "--config", str(config)])
     assert fresh.exit_code == 0, fresh.output
     assert "1 image(s): 1 fresh" in flat(fresh.output)
+    as_json = CliRunner().invoke(app, ["check", "--config", str(config), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    [verdict] = json.loads(as_json.stdout)
+    assert (verdict["image"], verdict["verdict"]) == (ref, "fresh")
 
 
 def test_checking_some_images_keeps_the_alert_state_of_the_others(

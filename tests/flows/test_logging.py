@@ -1,10 +1,12 @@
-"""vulnattest's own log lines reach the Prefect UI: `vulnattest run` in a fresh process, against the real Prefect
-server, with a docker login vulnattest cannot use (a warning of `vulnattest.registry`)."""
+"""What the Prefect UI shows of a run: its name, and vulnattest's own log lines. `vulnattest run` in a fresh
+process, against the real Prefect server, with a docker login vulnattest cannot use (a warning of
+`vulnattest.registry`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,11 +31,13 @@ def test_vulnattest_warnings_reach_the_flow_runs_logs(config_writer: ConfigWrite
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_API_URL=str(PREFECT_API_URL.value()), DOCKER_CONFIG=str(tmp_path / "docker"))
 
-    done = subprocess.run([sys.executable, "-m", "vulnattest", "run", "--config", str(config)], env=env,
+    done = subprocess.run([sys.executable, "-m", "vulnattest", "run", "--config", str(config), "--json"], env=env,
                           capture_output=True, text=True, timeout=300, check=False)
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "OAuth identity token" in done.stdout + done.stderr  # on the console too
+    [outcome] = json.loads(done.stdout)  # stdout holds the JSON alone: logs go to stderr
+    assert (outcome["image"], outcome["ok"], outcome["failed_stage"]) == (demo_images.alpine, True, None)
+    assert "OAuth identity token" in done.stderr  # on the console too
     deadline = time.monotonic() + 30
     while True:  # the run's logs reach the server in batches
         with get_client(sync_client=True) as client:
@@ -46,3 +50,4 @@ def test_vulnattest_warnings_reach_the_flow_runs_logs(config_writer: ConfigWrite
         time.sleep(0.5)
     assert warned, [(log.name, log.message) for log in logs]
     assert warned[0].level == 30  # logging.WARNING
+    assert re.fullmatch(r"scan-\d{8}-\d{6}", run.name), run.name  # named for what it is and when

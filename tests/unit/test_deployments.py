@@ -52,3 +52,16 @@ def test_flow_parameters_are_typed_so_the_ui_renders_a_form():
         properties = parameter_schema(flow.fn).properties
         assert properties["images"]["anyOf"][0] == {"items": {"type": "string"}, "type": "array"}
         assert properties["config_path"]["anyOf"][0] == {"type": "string"}
+
+
+def test_every_flow_parameter_has_help_in_the_run_form():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.check_freshness import check_freshness
+    from flows.fleet_batches import scan_fleet_in_batches
+    from flows.scan_and_attest import scan_and_attest
+
+    for flow in (scan_and_attest, check_freshness, scan_fleet_in_batches):
+        properties = parameter_schema(flow).model_dump()["properties"]
+        assert properties
+        assert {name for name, field in properties.items() if not field.get("description")} == set(), flow.name
