@@ -10,8 +10,8 @@ extras="trivy"
 [[ "${1:-}" == "--test" ]] && extras="trivy,test"
 
 packages=(docker-registry)
-# the tests' browser (Playwright drives Debian's chromium: no browser download)
-[[ "${1:-}" == "--test" ]] && packages+=(chromium)
+# the tests' browser (Playwright drives Debian's chromium: no browser download) and the Alertmanager alerts go to
+[[ "${1:-}" == "--test" ]] && packages+=(chromium prometheus-alertmanager)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

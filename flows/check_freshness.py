@@ -79,7 +79,7 @@ def check_freshness(
         logger.info("judging against max_age %s for this run, a what-if: no alerts, no events, the alert state "
                     "left as it is", options.max_age)
     refs = config.image_refs()
-    channels = alert_channels(config.alerts) if send_alerts else []
+    channels = alert_channels(config.alerts, config.freshness.remind_every) if send_alerts else []
     problems: list[str] = []
     logger.info("checking %d image(s), %d at a time; %d alert channel(s)", len(refs), config.concurrency,
                 len(channels))

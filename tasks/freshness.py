@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -23,8 +23,10 @@ from vulnattest.alerts import (
     WEBHOOK_RETRIES,
     AlertChannel,
     AlertError,
+    AlertmanagerChannel,
     AlertState,
     Message,
+    PagerDutyChannel,
     TransientAlertError,
     VerdictChange,
     WebhookChannel,
@@ -206,12 +208,19 @@ class PrefectBlockChannel:
         return slugs[0]
 
 
-def alert_channels(settings: tuple[AlertChannelSettings, ...]) -> list[AlertChannel]:
-    """The channels the config lists, in order."""
+def alert_channels(settings: tuple[AlertChannelSettings, ...],
+                   remind_every: timedelta) -> list[AlertChannel]:
+    """The channels the config lists, in order (`remind_every`: how long an Alertmanager alert lasts unrenewed is
+    twice that)."""
     channels: list[AlertChannel] = []
     for channel in settings:
+        timeout = channel.timeout.total_seconds()
         if channel.webhook is not None:
-            channels.append(WebhookChannel(channel.webhook, channel.name, channel.timeout.total_seconds()))
+            channels.append(WebhookChannel(channel.webhook, channel.name, timeout))
         elif channel.prefect_block is not None:
             channels.append(PrefectBlockChannel(channel.prefect_block, channel.name))
+        elif channel.pagerduty is not None:
+            channels.append(PagerDutyChannel(channel.pagerduty, channel.name, timeout, channel.pagerduty_url))
+        elif channel.alertmanager is not None:
+            channels.append(AlertmanagerChannel(channel.alertmanager, remind_every, channel.name, timeout))
     return channels

@@ -23,7 +23,7 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from vulnattest import __version__
-from vulnattest.config import channel_id, format_duration
+from vulnattest.config import PAGERDUTY_EVENTS_URL, channel_id, format_duration
 from vulnattest.errors import TransientError, VulnattestError, is_transient_status, retry_after_seconds
 from vulnattest.freshness import ImageVerdict, OnCallCommands, Verdict, worst_first
 from vulnattest.retrying import RetryPolicy
@@ -433,26 +433,122 @@ class WebhookChannel:
         """POST the message's JSON (with its idempotency key), retrying the request on its own while the receiver
         fails transiently (408, 429, 5xx, no connection), as `Retry-After` advises; other answers fail at once."""
         _redact_in_httpx_log(self.url.get_secret_value(), self.redacted_url)
-        headers = {"User-Agent": f"vulnattest/{__version__}", "Idempotency-Key": message.idempotency_key}
-        with httpx.Client(timeout=self.timeout, transport=self.transport, follow_redirects=False,
-                          headers=headers) as client:
-            WEBHOOK_RETRIES.call(lambda: self._post(client, message.to_json()), f"alert to {self.id}")
-
-    def _post(self, client: httpx.Client, body: dict[str, Any]) -> None:
-        try:
-            response = client.post(self.url.get_secret_value(), json=body)
-        except httpx.TransportError as e:
-            # the exception text may repeat the URL, so only its type is reported
-            raise TransientAlertError(f"{self.id}: cannot reach {self.redacted_url} ({type(e).__name__})") from None
-        status = response.status_code
-        if is_transient_status(status):
-            raise TransientAlertError(f"{self.id}: {self.redacted_url} answered {status}; retry later",
-                                      retry_after=retry_after_seconds(response.headers.get("retry-after")))
-        if status >= 300:
-            raise AlertError(f"{self.id}: {self.redacted_url} refused the alert ({status}); check the webhook URL")
+        _post_json(self.id, self.url.get_secret_value(), self.redacted_url, message.to_json(), self.timeout,
+                   self.transport, {"Idempotency-Key": message.idempotency_key}, "check the webhook URL")
 
     def __str__(self) -> str:
         return f"{self.id} ({self.redacted_url})"
+
+
+@dataclass(frozen=True)
+class PagerDutyChannel:
+    """PagerDuty's Events API v2: one incident per image (its reference is the dedup key), triggered on news and
+    reminders, resolved when the image is fresh again, so on-call's incident closes itself."""
+
+    routing_key: SecretStr = field(repr=False)
+    name: str | None = None
+    timeout: float = 10.0
+    url: str = PAGERDUTY_EVENTS_URL
+    transport: httpx.BaseTransport | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The configured name, else ``pagerduty#<hash of the routing key>`` (`channel_id`)."""
+        return channel_id(self.name, pagerduty=self.routing_key)
+
+    def send(self, message: Message) -> None:
+        """One event per image of the message (a digest is many images), each retried on its own."""
+        for alert in message.alerts:
+            _post_json(self.id, self.url, self.url, self.event(alert), self.timeout, self.transport, {},
+                       "check the routing key (alerts[].pagerduty)")
+
+    def event(self, alert: Alert) -> dict[str, Any]:
+        """The Events v2 body for `alert`."""
+        v = alert.verdict
+        body: dict[str, Any] = {"routing_key": self.routing_key.get_secret_value(), "dedup_key": dedup_key(v.image)}
+        if alert.kind is AlertKind.RESOLVED:
+            return {**body, "event_action": "resolve"}
+        return {**body, "event_action": "trigger", "payload": {
+            "summary": alert.subject().removeprefix("[vulnattest] ")[:1024],
+            "source": v.image, "severity": _severity(v.verdict), "timestamp": rfc3339(v.checked_at),
+            "component": v.image.rsplit("@", 1)[0], "group": "vulnattest", "class": v.verdict.value,
+            "custom_details": {"text": alert.text(), **alert.to_json()},
+        }}
+
+
+@dataclass(frozen=True)
+class AlertmanagerChannel:
+    """Prometheus Alertmanager (API v2): one alert per image, labelled ``alertname="VulnattestImageNotFresh"`` and
+    ``image``, so Alertmanager groups, routes, silences and resolves it like any other; the verdict and severity are
+    annotations (a label would make an expiring image that goes stale a second alert). A bad image's alert lasts
+    twice `remind_every` (each reminder renews it); a fresh one ends it."""
+
+    url: str
+    remind_every: timedelta = timedelta(hours=24)
+    name: str | None = None
+    timeout: float = 10.0
+    transport: httpx.BaseTransport | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The configured name, else ``alertmanager:<host>`` (`channel_id`)."""
+        return channel_id(self.name, alertmanager=self.url)
+
+    def send(self, message: Message) -> None:
+        """POST every image's alert of the message to ``/api/v2/alerts`` at once."""
+        shown = f"{urlparse(self.url).scheme}://{urlparse(self.url).netloc.rpartition('@')[2]}"
+        _post_json(self.id, self.url.rstrip("/") + "/api/v2/alerts", shown, self.alerts(message), self.timeout,
+                   self.transport, {}, "check alerts[].alertmanager")
+
+    def alerts(self, message: Message) -> list[dict[str, Any]]:
+        """The API v2 body for `message`: a list of postable alerts."""
+        out = []
+        for alert in message.alerts:
+            v = alert.verdict
+            resolved = alert.kind is AlertKind.RESOLVED
+            out.append({
+                "labels": {"alertname": "VulnattestImageNotFresh", "image": v.image},
+                "annotations": {"summary": alert.subject().removeprefix("[vulnattest] "), "description": alert.text(),
+                                "verdict": v.verdict.value, "severity": _severity(v.verdict),
+                                "deadline": v.deadline_text(), "run": v.action},
+                "startsAt": rfc3339(alert.since),
+                "endsAt": rfc3339(v.checked_at if resolved else v.checked_at + 2 * self.remind_every),
+            })
+        return out
+
+
+def dedup_key(image: str) -> str:
+    """What on-call tools know an image's incident by, whatever its verdict: ``vulnattest:<image>``."""
+    return f"vulnattest:{image}"
+
+
+def _severity(verdict: Verdict) -> str:
+    """PagerDuty's severities: refused now is critical, about to be refused a warning, unknown an error."""
+    if verdict.refused_now:
+        return "critical"
+    return "warning" if verdict is Verdict.EXPIRING else "error" if verdict is Verdict.UNREACHABLE else "info"
+
+
+def _post_json(channel: str, url: str, shown: str, body: object, timeout: float,
+               transport: httpx.BaseTransport | None, headers: dict[str, str], hint: str) -> None:
+    """POST `body` as JSON, retrying on its own while the receiver fails transiently (408, 429, 5xx, no
+    connection), as `Retry-After` advises; other answers fail at once. Messages show `shown`, never `url`."""
+    def post() -> None:
+        try:
+            response = client.post(url, json=body)
+        except httpx.TransportError as e:
+            # the exception text may repeat the URL, so only its type is reported
+            raise TransientAlertError(f"{channel}: cannot reach {shown} ({type(e).__name__})") from None
+        status = response.status_code
+        if is_transient_status(status):
+            raise TransientAlertError(f"{channel}: {shown} answered {status}; retry later",
+                                      retry_after=retry_after_seconds(response.headers.get("retry-after")))
+        if status >= 300:
+            raise AlertError(f"{channel}: {shown} refused the alert ({status}); {hint}")
+
+    with httpx.Client(timeout=timeout, transport=transport, follow_redirects=False,
+                      headers={"User-Agent": f"vulnattest/{__version__}", **headers}) as client:
+        WEBHOOK_RETRIES.call(post, f"alert to {channel}")
 
 
 class _RedactUrls(logging.Filter):

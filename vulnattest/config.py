@@ -365,44 +365,68 @@ class PolicySettings(_Strict):
     overrides: tuple[PolicyOverride, ...] = Field((), description="per-image changes, applied in order")
 
 
-def channel_id(name: str | None, *, webhook: SecretStr | None = None, block: str | None = None) -> str:
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+def channel_id(name: str | None, *, webhook: SecretStr | None = None, block: str | None = None,
+               pagerduty: SecretStr | None = None, alertmanager: str | None = None) -> str:
     """What the alert state knows a channel by: its configured name, else ``webhook:<host>#<hash of the URL>`` (the
-    URL may hold a token) or ``prefect-block:<block>``."""
+    URL may hold a token), ``prefect-block:<block>``, ``pagerduty#<hash of the key>`` or ``alertmanager:<host>``."""
     if name:
         return name
     if webhook is not None:
         url = webhook.get_secret_value()
         fingerprint = hashlib.sha256(url.encode()).hexdigest()[:10]
         return f"webhook:{urlparse(url).netloc.rpartition('@')[2]}#{fingerprint}"
+    if pagerduty is not None:
+        return f"pagerduty#{hashlib.sha256(pagerduty.get_secret_value().encode()).hexdigest()[:10]}"
+    if alertmanager is not None:
+        return f"alertmanager:{urlparse(alertmanager).netloc.rpartition('@')[2]}"
     return f"prefect-block:{block}"
 
 
 class AlertChannelSettings(_Strict):
-    """One alert channel: a plain JSON webhook, or a Prefect notification block saved under a name."""
+    """One alert channel: a plain JSON webhook, a Prefect notification block saved under a name, PagerDuty, or
+    Alertmanager (the last two know each image's incident by the image, so a fresh image resolves it)."""
 
     webhook: SecretStr | None = Field(None, description="URL that receives a JSON POST per alert (kept secret)")
     prefect_block: str | None = Field(None, min_length=1, description="name of a saved notification block")
+    pagerduty: SecretStr | None = Field(None, description="a PagerDuty Events API v2 routing (integration) key: one "
+                                        "incident per image, resolved when it is fresh again (kept secret)")
+    pagerduty_url: str = Field(PAGERDUTY_EVENTS_URL, description="PagerDuty's events endpoint (EU accounts: "
+                               "https://events.eu.pagerduty.com/v2/enqueue)")
+    alertmanager: str | None = Field(None, description="an Alertmanager's URL, e.g. http://alertmanager:9093: one "
+                                     "alert per image (labels alertname, image), resolved when it is fresh again")
     name: str | None = Field(None, min_length=1, description="how alerts and logs name this channel")
-    timeout: Duration = Field(timedelta(seconds=10), description="per-request timeout (webhook)")
-    allow_http: bool = Field(False, description="allow an http:// webhook off this machine (the alerts, and any "
-                             "token in the URL, travel in clear text)")
+    timeout: Duration = Field(timedelta(seconds=10), description="per-request timeout (webhook, PagerDuty, "
+                              "Alertmanager)")
+    allow_http: bool = Field(False, description="allow an http:// webhook or Alertmanager off this machine (the "
+                             "alerts, and any token in the URL, travel in clear text)")
 
     @property
     def id(self) -> str:
         """The channel's `channel_id`."""
-        return channel_id(self.name, webhook=self.webhook, block=self.prefect_block)
+        return channel_id(self.name, webhook=self.webhook, block=self.prefect_block, pagerduty=self.pagerduty,
+                          alertmanager=self.alertmanager)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> AlertChannelSettings:
-        if (self.webhook is None) == (self.prefect_block is None):
-            raise ValueError("give exactly one of `webhook: URL` or `prefect_block: NAME`")
-        if self.webhook is not None:
-            url = urlparse(self.webhook.get_secret_value())
+        given = [self.webhook, self.prefect_block, self.pagerduty, self.alertmanager]
+        if sum(kind is not None for kind in given) != 1:
+            raise ValueError("give exactly one of `webhook: URL`, `prefect_block: NAME`, `pagerduty: ROUTING_KEY` or "
+                             "`alertmanager: URL`")
+        urls = {"webhook": self.webhook.get_secret_value() if self.webhook else None,
+                "alertmanager": self.alertmanager,
+                "pagerduty_url": self.pagerduty_url if self.pagerduty else None}
+        for what, text in urls.items():
+            if text is None:
+                continue
+            url = urlparse(text)
             if url.scheme not in ("http", "https") or not url.hostname:
-                raise ValueError("webhook must be an http:// or https:// URL")
-            host = _clear_text_off_host(self.webhook.get_secret_value())
+                raise ValueError(f"{what} must be an http:// or https:// URL")
+            host = _clear_text_off_host(text)
             if host is not None and not self.allow_http:
-                raise ValueError(f"the webhook on {host} is reached over plain http://: the alerts, and any token in "
+                raise ValueError(f"the {what} on {host} is reached over plain http://: the alerts, and any token in "
                                  "its URL, travel in clear text; use https://, or set allow_http: true")
         return self
 

@@ -124,7 +124,8 @@ def test_every_alert_channel_is_known_by_its_configured_name():
 
     config = parse_config("alerts:\n  - {webhook: https://h.example/a, name: slack}\n"
                           "  - {prefect_block: slack, name: oncall}\n  - {prefect_block: slack}\n")
-    assert [c.id for c in alert_channels(config.alerts)] == ["slack", "oncall", "prefect-block:slack"]
+    channels = alert_channels(config.alerts, config.freshness.remind_every)
+    assert [c.id for c in channels] == ["slack", "oncall", "prefect-block:slack"]
 
 
 def test_identity_regexps_are_matched_as_go_matches_them():

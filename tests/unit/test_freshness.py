@@ -300,7 +300,8 @@ def test_freshness_and_alert_keys_read_from_the_config():
 
 
 @pytest.mark.parametrize(("entry", "message"), [
-    ("{name: x}", "alerts.0: give exactly one of `webhook: URL` or `prefect_block: NAME`"),
+    ("{name: x}", "alerts.0: give exactly one of `webhook: URL`, `prefect_block: NAME`, `pagerduty: ROUTING_KEY` or "
+                  "`alertmanager: URL`"),
     ("{webhook: 'https://h/x', prefect_block: b}", "alerts.0: give exactly one of"),
     ("{webhook: 'file:///etc/passwd'}", "alerts.0: webhook must be an http:// or https:// URL"),
 ])
