@@ -10,6 +10,7 @@ from typing import Any
 from prefect.client.schemas.objects import State
 
 from vulnattest.config import FleetConfig, SigningSettings, load_config
+from vulnattest.discovery import with_discovered
 from vulnattest.errors import VulnattestError
 
 
@@ -21,8 +22,7 @@ def run_name(kind: str) -> Callable[[], str]:
 def fleet_config(config_path: str | None, images: list[str] | None) -> FleetConfig:
     """Load the config file (or defaults); when `images` is given, only those (validated like the file's list)."""
     config = load_config(Path(config_path)) if config_path else FleetConfig().resolved_against(Path.cwd())
-    if images:
-        config = config.with_images(images)
+    config = config.with_images(images) if images else with_discovered(config)
     if not config.images:
         raise VulnattestError("no images: list them under `images:` in the config, or name them (--image)")
     return config

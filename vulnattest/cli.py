@@ -339,8 +339,10 @@ def status(
     from vulnattest.services import Services
 
     try:
+        from vulnattest.discovery import with_discovered
+
         fleet = load_config(config)
-        fleet = fleet.with_images(image) if image else fleet
+        fleet = fleet.with_images(image) if image else with_discovered(fleet)
         if not fleet.images:
             raise VulnattestError(f"no images to check: list them under `images:` in {config} or pass --image")
         services = Services.for_checking(fleet)

@@ -94,6 +94,32 @@ class RegistrySettings(_Strict):
                               "own after one)")
 
 
+class RegistrySource(_Strict):
+    """Images found in a registry at each run rather than listed: its repositories matching `repositories` (the
+    catalog API, only when a pattern has a wildcard), their tags matching `tags`, `semver` and `newest`, one per
+    digest."""
+
+    registry: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$", description="host[:port]")
+    repositories: tuple[str, ...] = Field(min_length=1, description="repository names or glob patterns "
+                                          "(team/*, */api); a name without a wildcard needs no catalog access")
+    tags: str = Field("*", min_length=1, description="glob pattern the tags must match")
+    semver: str | None = Field(None, min_length=1, description="version range the tags must fall in, e.g. "
+                               "'>=1.4,<2' (a leading v is ignored; tags that are no version are skipped)")
+    newest: int | None = Field(None, ge=1, description="only the N highest versions of each repository")
+
+    @field_validator("semver")
+    @classmethod
+    def _range(cls, value: str | None) -> str | None:
+        if value is not None:
+            from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+            try:
+                SpecifierSet(value)
+            except InvalidSpecifier as e:
+                raise ValueError(f"semver {value!r} is not a version range like '>=1.4,<2'") from e
+        return value
+
+
 class TrivySettings(_Strict):
     """How Trivy runs."""
 
@@ -435,6 +461,8 @@ class FleetConfig(_Strict):
     """The whole fleet configuration."""
 
     images: tuple[ImageText, ...] = Field((), description="image references, by tag or digest")
+    sources: tuple[RegistrySource, ...] = Field((), description="registries whose repositories and tags add images "
+                                                "at each run")
     platform: str = Field("linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
                           description="the platform scanned in a multi-platform image (the index is attested)")
     registries: dict[str, RegistrySettings] = Field({}, description="settings per registry host[:port]")

@@ -267,11 +267,16 @@ def image_validating_policy(config: FleetConfig, now: datetime, *, name: str = P
 
 def _policy_groups(config: FleetConfig) -> dict[ImagePolicy, list[str]]:
     """The fleet's image reference patterns, grouped by the vulnerability policy that holds for them."""
-    if not config.images:
+    if not config.images and not config.sources:
         raise VulnattestError("the config lists no images, so the policy would guard nothing: list them under images:")
     by_repository: dict[tuple[str, str], dict[ImagePolicy, list[str]]] = defaultdict(lambda: defaultdict(list))
     for ref in config.image_refs():
         by_repository[ref.registry, ref.repository][policy_for(config.policy, ref)].append(str(ref))
+    # a source's repository patterns, every tag: a Pod naming a tag the source did not select is refused, unscanned
+    for source in config.sources:
+        for pattern in source.repositories:
+            name = f"{source.registry}/{pattern}"
+            by_repository[source.registry, pattern][policy_for(config.policy, name)].append(name)
     groups: dict[ImagePolicy, list[str]] = defaultdict(list)
     for (registry, repository), policies in by_repository.items():
         if len(policies) > 1:

@@ -41,6 +41,7 @@ MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCK
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_BLOB_BYTES = 128 * 1024 * 1024
 MIN_BYTES_PER_SECOND = 256 * 1024
+MAX_LISTED = 100_000  # repositories of a catalog, tags of a repository
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _LOOPBACK_HOST = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)(:\d+)?$")
 
@@ -216,6 +217,44 @@ class RegistryClient:
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (the registry must allow deletes)."""
         self._request("DELETE", f"/v2/{repository}/manifests/{digest}", what=f"{self.host}/{repository}@{digest}")
+
+    # -- listings ----------------------------------------------------------------------------------------------
+
+    def catalog(self, page_size: int = 1000) -> list[str]:
+        """Every repository the registry lists (its catalog API, page by page)."""
+        return self._listing(f"/v2/_catalog?n={page_size}", "repositories", f"{self.host} catalog")
+
+    def tags(self, repository: str, page_size: int = 1000) -> list[str]:
+        """Every tag of `repository` (the tags API, page by page)."""
+        return self._listing(f"/v2/{repository}/tags/list?n={page_size}", "tags", f"{self.host}/{repository} tags")
+
+    def _listing(self, path: str, key: str, what: str) -> list[str]:
+        names: list[str] = []
+        following: str | None = path
+        while following is not None:
+            response = self._request("GET", following, what=what)
+            try:
+                page = response.json().get(key) or []
+            except (ValueError, AttributeError) as e:
+                raise RegistryError(f"{what}: the registry answered what is not a listing") from e
+            if not isinstance(page, list) or not all(isinstance(name, str) for name in page):
+                raise RegistryError(f"{what}: the registry's {key} are not a list of names")
+            names += page
+            if len(names) > MAX_LISTED:
+                raise RegistryError(f"{what}: more than {MAX_LISTED} entries; name the repositories without "
+                                    "wildcards, or narrow the pattern")
+            following = self._next_page(response.headers.get("link"), what)
+        return names
+
+    def _next_page(self, link: str | None, what: str) -> str | None:
+        """The path of the next page a ``Link: <…>; rel="next"`` header names, on this registry only."""
+        match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link or "")
+        if match is None:
+            return None
+        url = httpx.URL(self.base_url).join(match.group(1))
+        if url.host != httpx.URL(self.base_url).host or url.port != httpx.URL(self.base_url).port:
+            raise RegistryError(f"{what}: the registry's next page is on another host ({url.host})")
+        return url.raw_path.decode()
 
     # -- blobs -------------------------------------------------------------------------------------------------
 

@@ -32,7 +32,8 @@ def test_the_example_config_parses_and_fails_as_shown():
     config = parse_config(example, source="fleet.yaml", base=Path("/etc/vulnattest"))
     assert [str(r) for r in config.image_refs()] == [
         "registry.example.com/shop/frontend:1.4", "registry.example.com/shop/api@sha256:" + "4f1c" * 16]
-    assert (config.store.region, config.policy.allow[0].id, len(config.alerts)) == ("eu-west-1", "CVE-2024-1234", 2)
+    assert (config.store.region, config.policy.allow[0].id, len(config.alerts)) == ("eu-west-1", "CVE-2024-1234", 3)
+    assert config.sources[0].newest == 3
     # and the error README shows is the one that example gives with a bad timeout
     with pytest.raises(ConfigError) as caught:
         parse_config(example.replace("timeout: 10m", "timeout: 10x"), source="fleet.yaml")
