@@ -43,12 +43,18 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefectServer]:
-    """A Prefect server with its UI, this process's client pointed at it."""
+    """A Prefect server with its UI, this process's client pointed at it. Prefect's event and log workers are made
+    once per process for the API they first saw: they are drained (so made again) on the way in and out, or this
+    server's task runs would be reported to the session's other server."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from flows.local import drain_prefect_workers
+
+    drain_prefect_workers()
     with LocalPrefectServer(home=tmp_path_factory.mktemp("prefect-home")) as server, \
             temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield server
+        drain_prefect_workers()
 
 
 def test_a_run_shows_each_images_five_stage_task_runs_and_the_failed_one(
