@@ -14,8 +14,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -118,6 +120,34 @@ class RegistrySource(_Strict):
             except InvalidSpecifier as e:
                 raise ValueError(f"semver {value!r} is not a version range like '>=1.4,<2'") from e
         return value
+
+
+class KubernetesSelector(_Strict):
+    """Which cluster, and which of its Pods."""
+
+    kubeconfig: Path | None = Field(None, description="kubeconfig file (default: in the cluster, its service "
+                                    "account; outside, $KUBECONFIG or ~/.kube/config)")
+    context: str | None = Field(None, min_length=1, description="kubeconfig context (default: its current one)")
+    namespaces: tuple[str, ...] = Field((), description="only Pods in these namespaces (default: every namespace)")
+    label_selector: str | None = Field(None, min_length=1, description="only Pods with these labels, e.g. "
+                                       "'tier=prod,app!=debug'")
+
+
+class ClusterSource(_Strict):
+    """Images found running in a Kubernetes cluster at each run: every container of the selected Pods (init and
+    ephemeral ones too), by the digest the node pulled where the Pod's status has it."""
+
+    kubernetes: KubernetesSelector
+
+
+def _source_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "kubernetes" if "kubernetes" in value else "registry"
+    return "kubernetes" if isinstance(value, ClusterSource) else "registry"
+
+
+Source = Annotated[Annotated[RegistrySource, Tag("registry")] | Annotated[ClusterSource, Tag("kubernetes")],
+                   Discriminator(_source_kind)]
 
 
 class TrivySettings(_Strict):
@@ -461,8 +491,8 @@ class FleetConfig(_Strict):
     """The whole fleet configuration."""
 
     images: tuple[ImageText, ...] = Field((), description="image references, by tag or digest")
-    sources: tuple[RegistrySource, ...] = Field((), description="registries whose repositories and tags add images "
-                                                "at each run")
+    sources: tuple[Source, ...] = Field((), description="registries (their repositories and tags) and clusters "
+                                        "(their running Pods) that add images at each run")
     platform: str = Field("linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
                           description="the platform scanned in a multi-platform image (the index is attested)")
     registries: dict[str, RegistrySettings] = Field({}, description="settings per registry host[:port]")
@@ -559,6 +589,12 @@ class FleetConfig(_Strict):
             "store": self.store.model_copy(update={"url": store_url}),
             "attach_lock_dir": absolute(self.attach_lock_dir) if self.attach_lock_dir else None,
             "signing": self.signing.resolved_against(base),
+            "sources": tuple(
+                source.model_copy(update={"kubernetes": source.kubernetes.model_copy(
+                    update={"kubeconfig": absolute(source.kubernetes.kubeconfig)})})
+                if isinstance(source, ClusterSource) and source.kubernetes.kubeconfig else source
+                for source in self.sources
+            ),
         })
 
 
@@ -592,7 +628,9 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     except ValidationError as e:
         problems = []
         for error in e.errors():
-            loc = tuple(error["loc"])
+            # a source's kind (the union's tag pydantic puts in the path) is no key of the file
+            loc = tuple(p for i, p in enumerate(error["loc"])
+                        if not (i == 2 and error["loc"][0] == "sources" and p in ("registry", "kubernetes")))
             field = ".".join(str(p) for p in loc) or "(top level)"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":

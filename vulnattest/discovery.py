@@ -1,21 +1,24 @@
-"""Fleets found rather than listed: the images of `sources` (registries with repository and tag patterns), read from
-the registries at each run and added to the config's own `images`."""
+"""Fleets found rather than listed: the images of `sources`, registries with repository and tag patterns and
+Kubernetes clusters' running Pods, read at each run and added to the config's own `images`."""
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from vulnattest.config import FleetConfig, RegistrySource
+from vulnattest.config import ClusterSource, FleetConfig, KubernetesSelector, RegistrySource
 from vulnattest.errors import VulnattestError
+from vulnattest.images import ImageRef
 from vulnattest.registry import Registries, RegistryClient
 
-__all__ = ["Discovered", "discover", "with_discovered"]
+__all__ = ["Discovered", "discover", "discover_running", "with_discovered"]
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +42,13 @@ def with_discovered(config: FleetConfig) -> FleetConfig:
     try:
         for i, source in enumerate(config.sources):
             try:
-                found += [d.ref for d in discover(source, registries.for_host(source.registry))]
+                if isinstance(source, ClusterSource):
+                    found += discover_running(source)
+                else:
+                    found += [d.ref for d in discover(source, registries.for_host(source.registry))]
             except VulnattestError as e:
-                log.error("sources[%d] (%s) found no images this run: %s", i, source.registry, e)
+                where = "a cluster" if isinstance(source, ClusterSource) else source.registry
+                log.error("sources[%d] (%s) found no images this run: %s", i, where, e)
     finally:
         registries.close()
     return config.with_images(list(dict.fromkeys([*config.images, *found])))
@@ -95,3 +102,86 @@ def _selected(tags: list[str], source: RegistrySource) -> list[str]:
     if source.semver is not None or source.newest is not None:
         return ranked[: source.newest]
     return ranked + sorted(t for t in chosen if _version(t) is None)
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_PAGE = 500
+
+
+def discover_running(source: ClusterSource) -> list[str]:
+    """The images of the Pods `source` selects, each once: ``<name>@<digest>`` where the Pod's status says which
+    digest the node pulled (``imageID``, as the kubelet reports it), else the reference the Pod names."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    selector = source.kubernetes
+    where = f"the cluster of {selector.kubeconfig or 'this environment'}"
+    try:
+        api = k8s.CoreV1Api(_api_client(source))
+        pods = [pod for namespace in (selector.namespaces or [None]) for pod in _pods(api, namespace, selector)]
+    except ApiException as e:
+        if e.status in (401, 403):
+            raise VulnattestError(f"{where} refused to list Pods ({e.status} {e.reason}); grant its identity `list` "
+                                  "on pods (a ClusterRole, or a Role per namespace)") from None
+        raise VulnattestError(f"{where} answered {e.status} {e.reason} listing Pods") from None
+    except HTTPError as e:
+        raise VulnattestError(f"cannot reach {where} ({type(e).__name__}); check the kubeconfig") from None
+    images = [_running_ref(container.image, _pulled(pod).get(container.name))
+              for pod in pods for container in _containers(pod)]
+    found = list(dict.fromkeys(images))
+    log.info("%s: found %d image(s) in %d Pod(s)", where, len(found), len(pods))
+    return found
+
+
+def _containers(pod: Any) -> list[Any]:
+    spec = pod.spec
+    return [*spec.containers, *(spec.init_containers or []), *(spec.ephemeral_containers or [])]
+
+
+def _pulled(pod: Any) -> dict[str, str]:
+    """Container name to the image ID its status reports (what the node pulled), where it has one."""
+    status = pod.status
+    if status is None:
+        return {}
+    statuses = [*(status.container_statuses or []), *(status.init_container_statuses or []),
+                *(status.ephemeral_container_statuses or [])]
+    return {s.name: s.image_id for s in statuses if s.image_id}
+
+
+def _api_client(source: ClusterSource) -> Any:
+    """A Kubernetes API client: from the kubeconfig named, else in the cluster (its service account), else from
+    $KUBECONFIG or ~/.kube/config."""
+    from kubernetes import client as k8s
+    from kubernetes import config as kubeconfig
+    from kubernetes.config.config_exception import ConfigException
+
+    selector = source.kubernetes
+    try:
+        if selector.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+            kubeconfig.load_incluster_config()
+            return k8s.ApiClient()
+        path = str(selector.kubeconfig) if selector.kubeconfig else None
+        return kubeconfig.new_client_from_config(config_file=path, context=selector.context)
+    except (ConfigException, OSError) as e:
+        raise VulnattestError(f"cannot load the kubeconfig {selector.kubeconfig or '(default)'}: {e}") from None
+
+
+def _pods(api: Any, namespace: str | None, selector: KubernetesSelector) -> list[Any]:
+    """Every Pod of `namespace` (all namespaces when None) the label selector keeps, page by page."""
+    pods: list[Any] = []
+    token: str | None = None
+    while True:
+        kwargs = {"label_selector": selector.label_selector or "", "limit": _PAGE, "_continue": token}
+        page = api.list_namespaced_pod(namespace, **kwargs) if namespace else api.list_pod_for_all_namespaces(**kwargs)
+        pods += page.items
+        token = page.metadata._continue
+        if not token:
+            return pods
+
+
+def _running_ref(image: str, image_id: str | None) -> str:
+    """What a container runs, as vulnattest names it: by the pulled digest when the status has one."""
+    ref = ImageRef.parse(image)
+    digest = _DIGEST.search(image_id or "")
+    return f"{ref.name}@{digest.group(0)}" if digest else str(ref)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vulnattest.attestations.statement import VULN_PREDICATE_TYPE
-from vulnattest.config import FleetConfig, format_duration, parse_duration
+from vulnattest.config import FleetConfig, RegistrySource, format_duration, parse_duration
 from vulnattest.errors import VulnattestError
 from vulnattest.images import DOCKER_HUB, ImageRef
 from vulnattest.policy import ImagePolicy, policy_for
@@ -274,6 +274,8 @@ def _policy_groups(config: FleetConfig) -> dict[ImagePolicy, list[str]]:
         by_repository[ref.registry, ref.repository][policy_for(config.policy, ref)].append(str(ref))
     # a source's repository patterns, every tag: a Pod naming a tag the source did not select is refused, unscanned
     for source in config.sources:
+        if not isinstance(source, RegistrySource):
+            continue  # a cluster's images are known only at run time: the policy covers what the config names
         for pattern in source.repositories:
             name = f"{source.registry}/{pattern}"
             by_repository[source.registry, pattern][policy_for(config.policy, name)].append(name)

@@ -193,3 +193,21 @@ def test_clear_text_off_this_machine_is_refused_unless_allowed(text: str, says: 
 ])
 def test_clear_text_on_this_machine_is_fine(text: str):
     parse_config(text, source="fleet.yaml")
+
+
+def test_sources_of_each_kind_and_their_errors_name_the_keys_of_the_file():
+    config = parse_config("sources:\n  - {registry: 'r.example:5000', repositories: [team/*], newest: 2}\n"
+                          "  - {kubernetes: {namespaces: [shop], kubeconfig: kube.yaml}}\n",
+                          source="fleet.yaml", base=Path("/etc/vulnattest"))
+    registry, cluster = config.sources
+    assert registry.newest == 2  # type: ignore[union-attr]
+    assert cluster.kubernetes.kubeconfig == Path("/etc/vulnattest/kube.yaml")  # type: ignore[union-attr]
+
+    with pytest.raises(ConfigError) as refused:
+        parse_config("sources:\n  - {kubernetes: {namespace: [x]}}\n  - {registry: 'h:5000'}\n"
+                     "  - {registry: 'h:5000', repositories: [a], semver: 'newest please'}\n", source="fleet.yaml")
+    assert str(refused.value).splitlines()[1:] == [
+        "  fleet.yaml:2: sources.0.kubernetes.namespace: unknown key; see the configuration reference in README.md",
+        "  fleet.yaml:3: sources.1.repositories: Field required",
+        "  fleet.yaml:4: sources.2.semver: semver 'newest please' is not a version range like '>=1.4,<2'",
+    ]
