@@ -10,8 +10,9 @@ extras="trivy"
 [[ "${1:-}" == "--test" ]] && extras="trivy,test"
 
 packages=(docker-registry)
-# the tests' browser (Playwright drives Debian's chromium: no browser download) and the Alertmanager alerts go to
-[[ "${1:-}" == "--test" ]] && packages+=(chromium prometheus-alertmanager)
+# the tests' browser (Playwright drives Debian's chromium: no browser download), and the Alertmanager, Pushgateway
+# and promtool that alerts and metrics are tested against
+[[ "${1:-}" == "--test" ]] && packages+=(chromium prometheus-alertmanager prometheus-pushgateway prometheus)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -28,6 +28,7 @@ from tasks.freshness import (
 from vulnattest.alerts import AlertChannel, Message, plan_alerts
 from vulnattest.config import DURATION_PATTERN, FleetConfig, parse_duration
 from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown
+from vulnattest.metrics import MetricsError, push_verdicts
 from vulnattest.services import Services
 
 P = ParamSpec("P")
@@ -102,6 +103,11 @@ def check_freshness(
             except Exception as e:  # the verdicts are published whatever alerting does
                 logger.exception("alerting crashed")
                 problems.append(f"alerting crashed ({type(e).__name__}: {e}); this is a vulnattest bug")
+            if send_alerts and not images:  # a subset would replace the whole fleet's series
+                try:
+                    push_verdicts(config.metrics, verdicts, datetime.now(UTC))
+                except MetricsError as e:
+                    problems.append(str(e))
     finally:
         services.close()
     publish_markdown(key=WHAT_IF_ARTIFACT_KEY if options.max_age else ARTIFACT_KEY,

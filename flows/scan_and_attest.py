@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from prefect import State, flow, get_run_logger
@@ -22,6 +23,7 @@ from vulnattest.attestations.cosign import AttachResult
 from vulnattest.config import MAX_CONCURRENCY
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
+from vulnattest.metrics import MetricsError, push_outcomes
 from vulnattest.outcomes import ImageOutcome, summary_markdown
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.services import Services
@@ -77,6 +79,11 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
         key=ARTIFACT_KEY, markdown=summary_markdown(outcomes),
         description=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} images attested",
     )
+    if not images:  # a batch or a subset would replace the whole fleet's figures
+        try:
+            push_outcomes(config.metrics, outcomes, datetime.now(UTC))
+        except MetricsError as e:  # the attestations stand; Prometheus's dead man's switch will say the rest
+            logger.error("%s", e)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         names = "; ".join(f"{o.image} ({o.failed_stage}: {o.error})" for o in failed)

@@ -487,6 +487,28 @@ class AlertChannelSettings(_Strict):
         return self
 
 
+class MetricsSettings(_Strict):
+    """Prometheus metrics of every run, pushed to a Pushgateway (the flows are batch jobs, not servers to scrape)."""
+
+    pushgateway: str | None = Field(None, description="the Pushgateway's URL, e.g. http://pushgateway:9091 (none: "
+                                    "no metrics)")
+    job: str = Field("vulnattest", min_length=1, description="the job label of the pushed metrics")
+    timeout: Duration = Field(timedelta(seconds=10), description="per-push timeout")
+    allow_http: bool = Field(False, description="allow an http:// Pushgateway off this machine")
+
+    @model_validator(mode="after")
+    def _reachable_safely(self) -> MetricsSettings:
+        if self.pushgateway is not None:
+            url = urlparse(self.pushgateway)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ValueError("pushgateway must be an http:// or https:// URL")
+            host = _clear_text_off_host(self.pushgateway)
+            if host is not None and not self.allow_http:
+                raise ValueError(f"the Pushgateway on {host} is reached over plain http://; use https://, or set "
+                                 "allow_http: true")
+        return self
+
+
 class FleetConfig(_Strict):
     """The whole fleet configuration."""
 
@@ -502,6 +524,7 @@ class FleetConfig(_Strict):
     freshness: FreshnessSettings = FreshnessSettings()
     policy: PolicySettings = PolicySettings()
     alerts: tuple[AlertChannelSettings, ...] = ()
+    metrics: MetricsSettings = MetricsSettings()
     concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY, description="images processed at once by one flow run")
     image_timeout: Duration = Field(timedelta(minutes=30), description="the longest one image may take through "
                                     "scan-and-attest, retries included (no retry starts past it)")
