@@ -35,6 +35,7 @@ from vulnattest.errors import (
 from vulnattest.images import ImageRef
 from vulnattest.policy import PolicyResult, evaluate_report, policy_for
 from vulnattest.registry import Registries, RegistryClient, ResolvedImage
+from vulnattest.registry_api import Registry
 from vulnattest.scanners.interface import severity_counts
 from vulnattest.scanners.trivy_report import parse_findings
 from vulnattest.signing.interface import Verifier
@@ -245,7 +246,7 @@ class FreshnessChecker:
         """This checker judging against another age limit (warning no earlier than the limit itself)."""
         return replace(self, rules=FreshnessRules(max_age, min(self.rules.warn_before, max_age)))
 
-    def check(self, client: RegistryClient, image: ImageRef, now: datetime | None = None) -> ImageVerdict:
+    def check(self, client: Registry, image: ImageRef, now: datetime | None = None) -> ImageVerdict:
         """Resolve `image`, read and verify its vuln attestations, and judge them.
 
         Raises TransientError when the registry failed in a way worth retrying; any other registry failure is

@@ -25,7 +25,8 @@ from vulnattest.gocompat import (
     go_json,
     parse_time_rfc3339,
 )
-from vulnattest.registry import RegistryClient, ResolvedImage
+from vulnattest.registry import ResolvedImage
+from vulnattest.registry_api import Registry
 from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial, Verifier
 
@@ -81,7 +82,7 @@ def parse_rfc3339(text: Any) -> datetime:
 
 
 def check_attestations(
-    client: RegistryClient, image: ResolvedImage, verifier: Verifier, now: datetime | None = None,
+    client: Registry, image: ResolvedImage, verifier: Verifier, now: datetime | None = None,
     clock_skew: timedelta = timedelta(0), layouts: tuple[str, ...] = (LEGACY,),
 ) -> list[AttestationCheck]:
     """Check every attestation that claims a vuln predicate in each of `layouts`; other types are not Kyverno's
@@ -94,7 +95,7 @@ def check_attestations(
     return checks
 
 
-def _bundle_checks(client: RegistryClient, image: ResolvedImage, verifier: Verifier,
+def _bundle_checks(client: Registry, image: ResolvedImage, verifier: Verifier,
                    now: datetime) -> list[AttestationCheck]:
     """Kyverno's ``type: SigstoreBundle`` (``fetchBundles``): every bundle referrer whose statement, decoded as Go
     decodes it, has exactly the vuln type; then each is verified and checked against the conditions."""
@@ -114,7 +115,7 @@ def _bundle_checks(client: RegistryClient, image: ResolvedImage, verifier: Verif
     return checks
 
 
-def _legacy_checks(client: RegistryClient, image: ResolvedImage, verifier: Verifier,
+def _legacy_checks(client: Registry, image: ResolvedImage, verifier: Verifier,
                    now: datetime) -> list[AttestationCheck]:
     """Kyverno's ``type: Cosign``, in the order it runs (kyverno ``pkg/image/verifiers/cpol/cosign``):
 

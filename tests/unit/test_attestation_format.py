@@ -20,7 +20,8 @@ from vulnattest.attestations.dsse import pae
 from vulnattest.attestations.statement import rfc3339
 from vulnattest.errors import VerificationError
 from vulnattest.images import ImageRef
-from vulnattest.registry import OCI_MANIFEST, Manifest, ResolvedImage
+from vulnattest.registry import OCI_MANIFEST, Manifest, RegistryClient, ResolvedImage
+from vulnattest.registry_api import Registry
 from vulnattest.scanners.interface import Finding, ScannerInfo, ScanReport
 from vulnattest.signing import KeyFileSigner, PublicKeyVerifier, generate_keypair
 from vulnattest.storage import ObjectKey, StoredObject, VerifiedReport
@@ -125,15 +126,29 @@ def test_rfc3339_is_utc_with_z():
 
 
 class _Served:
-    """A registry client that keeps blobs and one `.att` manifest in memory, starting from `manifest` (a registry
-    that validates manifests refuses a layer without a digest; others may serve one)."""
+    """A `Registry` that keeps blobs and one `.att` manifest in memory, starting from `manifest` (a registry that
+    validates manifests refuses a layer without a digest; others may serve one); it has no referrers API."""
+
+    host = "127.0.0.1:5000"
 
     def __init__(self, manifest: dict[str, object]) -> None:
         self.body = json.dumps(manifest).encode()
         self.blobs: dict[str, bytes] = {}
 
-    def find_manifest(self, repository: str, tag: str) -> Manifest:
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
         return Manifest("sha256:" + hashlib.sha256(self.body).hexdigest(), OCI_MANIFEST, self.body)
+
+    def find_manifest(self, repository: str, reference: str) -> Manifest | None:
+        return self.get_manifest(repository, reference)
+
+    def put_referrer(self, repository: str, body: bytes) -> tuple[str, bool]:
+        raise NotImplementedError("no referrers here")
+
+    def referrers(self, repository: str, digest: str) -> list[dict[str, object]] | None:
+        return None
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        raise NotImplementedError("no deletes here")
 
     def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
         self.body = body
@@ -156,10 +171,11 @@ def test_a_malformed_attestation_manifest_is_a_clear_error(layers: list[object],
     digest = "sha256:" + "a" * 64
     image = ResolvedImage(ImageRef.parse(f"127.0.0.1:5000/app@{digest}"), digest, OCI_MANIFEST, digest)
     served = _Served({"layers": layers})
+    assert isinstance(served, Registry)  # the whole Protocol, as the real client has it
+    assert isinstance(RegistryClient("127.0.0.1:5000", insecure=True), Registry)
     with pytest.raises(VerificationError, match=f"127.0.0.1:5000/app@{digest}: sha256-{'a' * 64}.att {says}"):
-        read_attestations(served, image)  # type: ignore[arg-type]
+        read_attestations(served, image)
     # attesting again rewrites it, as the message says: what is no descriptor cannot be carried over
     envelope = Envelope(b"{}", "application/vnd.in-toto+json", (b"sig",))
-    attached = CosignAttacher(lock=lambda key: nullcontext()).attach(served, image, envelope,  # type: ignore[arg-type]
-                                                                      VULN_PREDICATE_TYPE)
-    assert [a.descriptor["digest"] for a in read_attestations(served, image)] == [attached.layer_digest]  # type: ignore[arg-type]
+    attached = CosignAttacher(lock=lambda key: nullcontext()).attach(served, image, envelope, VULN_PREDICATE_TYPE)
+    assert [a.descriptor["digest"] for a in read_attestations(served, image)] == [attached.layer_digest]

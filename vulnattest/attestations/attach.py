@@ -8,7 +8,8 @@ from vulnattest.attestations.bundle import ReferrerAttacher
 from vulnattest.attestations.cosign import AttachResult, CosignAttacher, LockFactory
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.locks import FileLocks
-from vulnattest.registry import RegistryClient, ResolvedImage
+from vulnattest.registry import ResolvedImage
+from vulnattest.registry_api import Registry
 from vulnattest.verification import BUNDLE, LAYOUTS, LEGACY
 
 
@@ -19,7 +20,7 @@ class LayoutAttacher:
     layouts: tuple[str, ...] = LAYOUTS["legacy"]
     lock: LockFactory = field(default_factory=FileLocks)
 
-    def attach(self, client: RegistryClient, image: ResolvedImage, envelope: Envelope,
+    def attach(self, client: Registry, image: ResolvedImage, envelope: Envelope,
                predicate_type: str) -> AttachResult:
         """Attach `envelope` (replacing older attestations of `predicate_type`); the first layout's result."""
         results = []

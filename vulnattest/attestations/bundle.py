@@ -26,7 +26,8 @@ from vulnattest.attestations.cosign import AttachResult, LockFactory
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.errors import RegistryError, TransientRegistryError, VerificationError
 from vulnattest.locks import FileLocks
-from vulnattest.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, ResolvedImage, sha256_digest
+from vulnattest.registry import OCI_INDEX, OCI_MANIFEST, ResolvedImage, sha256_digest
+from vulnattest.registry_api import Registry
 from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial
 
@@ -216,7 +217,7 @@ class Referrer:
         return str(self.descriptor.get("artifactType", "")).startswith(BUNDLE_PREFIX)
 
 
-def list_referrers(client: RegistryClient, image: ResolvedImage) -> tuple[list[Referrer], bool]:
+def list_referrers(client: Registry, image: ResolvedImage) -> tuple[list[Referrer], bool]:
     """The image's referrers, and whether the registry keeps the list itself (the referrers API) rather than the
     fallback tag."""
     listed = client.referrers(image.image.repository, image.digest)
@@ -241,7 +242,7 @@ class AttachedBundle:
         return SigstoreBundle.parse(self.data, where).envelope(where)
 
 
-def read_bundles(client: RegistryClient, image: ResolvedImage) -> list[AttachedBundle]:
+def read_bundles(client: Registry, image: ResolvedImage) -> list[AttachedBundle]:
     """Every Sigstore bundle referrer of the image, with its bundle, as Kyverno reads them (the first layer of
     each referrer manifest whose ``artifactType`` is a bundle's). Raises VerificationError where Kyverno refuses the
     image outright: over 50 referrers, or a bundle over 10 MB."""
@@ -252,7 +253,7 @@ def read_bundles(client: RegistryClient, image: ResolvedImage) -> list[AttachedB
     return [_fetch(client, image, referrer) for referrer in referrers if referrer.is_bundle]
 
 
-def _fetch(client: RegistryClient, image: ResolvedImage, referrer: Referrer) -> AttachedBundle:
+def _fetch(client: Registry, image: ResolvedImage, referrer: Referrer) -> AttachedBundle:
     """A referrer's bundle: the first layer of its manifest, refused where Kyverno refuses it."""
     manifest = client.get_manifest(image.image.repository, referrer.digest).json()
     layers = manifest.get("layers") or []
@@ -278,7 +279,7 @@ class ReferrerAttacher:
 
     lock: LockFactory = field(default_factory=FileLocks)
 
-    def attach(self, client: RegistryClient, image: ResolvedImage, envelope: Envelope,
+    def attach(self, client: Registry, image: ResolvedImage, envelope: Envelope,
                predicate_type: str) -> AttachResult:
         """Attach `envelope` as a bundle referrer of `image` and drop this signer's older ones of `predicate_type`."""
         data = bundle_bytes(envelope)
@@ -320,7 +321,7 @@ class ReferrerAttacher:
                         len(referrers) - len(old), KYVERNO_REFERRER_LIMIT)
         return AttachResult(digest, layer_digest, len(old), len(referrers) - len(old) - 1)
 
-    def _signed_by(self, client: RegistryClient, image: ResolvedImage, referrer: Referrer, signer: str) -> bool:
+    def _signed_by(self, client: Registry, image: ResolvedImage, referrer: Referrer, signer: str) -> bool:
         """Whether `referrer` holds a bundle of `signer`: by our annotation, else (a bundle cosign made) by reading
         its bundle."""
         annotated = referrer.annotations.get(SIGNER_ANNOTATION)
@@ -332,7 +333,7 @@ class ReferrerAttacher:
         except (VerificationError, RegistryError, ValueError):
             return False  # a referrer we cannot read is not ours to delete
 
-    def _put_fallback(self, client: RegistryClient, image: ResolvedImage, descriptors: list[dict[str, Any]]) -> None:
+    def _put_fallback(self, client: Registry, image: ResolvedImage, descriptors: list[dict[str, Any]]) -> None:
         tag = fallback_tag(image.digest)
         index = orjson.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors})
         client.put_manifest(image.image.repository, tag, index, OCI_INDEX)
@@ -341,7 +342,7 @@ class ReferrerAttacher:
             raise TransientRegistryError(f"{image.image.pinned}: {tag} was rewritten by another writer while "
                                          "attaching; retry")
 
-    def _delete(self, client: RegistryClient, image: ResolvedImage, referrer: Referrer) -> None:
+    def _delete(self, client: Registry, image: ResolvedImage, referrer: Referrer) -> None:
         try:
             client.delete_manifest(image.image.repository, referrer.digest)
         except RegistryError as e:  # some registries refuse deletes: the referrer stays, unlisted in the fallback

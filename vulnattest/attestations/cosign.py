@@ -12,7 +12,8 @@ from typing import Any
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.errors import RegistryError, TransientRegistryError, VerificationError
 from vulnattest.locks import FileLocks
-from vulnattest.registry import OCI_MANIFEST, Manifest, RegistryClient, ResolvedImage, sha256_digest
+from vulnattest.registry import OCI_MANIFEST, Manifest, ResolvedImage, sha256_digest
+from vulnattest.registry_api import Registry
 from vulnattest.signing.interface import CertificateMaterial
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class AttachResult:
     kept: int
 
 
-def read_attestations(client: RegistryClient, image: ResolvedImage) -> list[AttachedAttestation]:
+def read_attestations(client: Registry, image: ResolvedImage) -> list[AttachedAttestation]:
     """Every layer of the image's ``.att`` manifest, newest first as cosign orders them; [] when there is none."""
     tag = attestation_tag(image.digest)
     manifest = client.find_manifest(image.image.repository, tag)
@@ -96,7 +97,7 @@ def read_attestations(client: RegistryClient, image: ResolvedImage) -> list[Atta
             for layer in layers]
 
 
-def _image_manifest(client: RegistryClient, image: ResolvedImage, manifest: Manifest) -> Manifest:
+def _image_manifest(client: Registry, image: ResolvedImage, manifest: Manifest) -> Manifest:
     """The image manifest cosign reads at the ``.att`` tag: an index stands for its first linux/amd64 child, a
     child without a platform counting as one (go-containerregistry ``remoteIndex.childByPlatform``, which cosign's
     ``remote.Image`` calls with its default platform), followed through nested indexes."""
@@ -147,7 +148,7 @@ class CosignAttacher:
     lock: LockFactory = field(default_factory=FileLocks)
 
     def attach(
-        self, client: RegistryClient, image: ResolvedImage, envelope: Envelope, predicate_type: str,
+        self, client: Registry, image: ResolvedImage, envelope: Envelope, predicate_type: str,
         *, replace: bool = True,
     ) -> AttachResult:
         """Put `envelope` first in the image's ``.att`` manifest, dropping older layers of `predicate_type`.
@@ -180,7 +181,7 @@ class CosignAttacher:
         return AttachResult(digest, str(layer["digest"]), len(existing) - len(kept), len(kept))
 
 
-def _put(client: RegistryClient, repository: str, tag: str, manifest: bytes) -> str:
+def _put(client: Registry, repository: str, tag: str, manifest: bytes) -> str:
     """PUT the ``.att`` manifest; when the registry fails the request (after retries), read the tag back before
     judging: a registry that stored the manifest and then answered 500 did attach it."""
     try:
@@ -197,7 +198,7 @@ def _put(client: RegistryClient, repository: str, tag: str, manifest: bytes) -> 
         return current.digest
 
 
-def _same_type(client: RegistryClient, image: ResolvedImage, layer: dict[str, Any], predicate_type: str) -> bool:
+def _same_type(client: Registry, image: ResolvedImage, layer: dict[str, Any], predicate_type: str) -> bool:
     """Whether `layer` holds an attestation of `predicate_type`, as ``--replace`` decides it.
 
     cosign compares the statement's own predicate type; it also writes that type as the layer's ``predicateType``
@@ -219,7 +220,7 @@ def _same_type(client: RegistryClient, image: ResolvedImage, layer: dict[str, An
         return False
 
 
-def _manifest(client: RegistryClient, repository: str, layers: list[dict[str, Any]]) -> bytes:
+def _manifest(client: Registry, repository: str, layers: list[dict[str, Any]]) -> bytes:
     config = json.dumps({
         "architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
         "os": "", "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
