@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect.client.schemas.objects import State
 
@@ -31,13 +33,66 @@ def fleet_config(config_path: str | None, images: list[str] | None) -> FleetConf
 def publish_markdown(key: str, markdown: str, description: str) -> None:
     """Create a markdown artifact of this flow run; a Prefect API that fails here is logged, never fatal: the run's
     results (what was attested, the verdicts) matter more than their page in the UI."""
-    from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
 
     try:
         create_markdown_artifact(key=key, markdown=markdown, description=description)
     except Exception as e:  # noqa: BLE001 - the API is down or refusing: the results still go to the caller
-        get_run_logger().warning("could not publish the %s artifact (%s: %s)", key, type(e).__name__, e)
+        _warn_unpublished(key, e)
+
+
+def publish_table(key: str, rows: list[dict[str, str]], description: str) -> None:
+    """Create a table artifact of this flow run; like `publish_markdown`, never fatal."""
+    from prefect.artifacts import create_table_artifact
+
+    try:
+        create_table_artifact(key=key, table=rows, description=description)
+    except Exception as e:  # noqa: BLE001 - the API is down or refusing: the results still go to the caller
+        _warn_unpublished(key, e)
+
+
+class ProgressArtifact:
+    """A progress artifact of this flow run, moved on as images finish: at most one API call every `interval`
+    seconds (and the last), none at all once the API has refused one: like `publish_markdown`, never fatal."""
+
+    def __init__(self, key: str, total: int, interval: float = 2.0) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.total, self.done, self.failed = total, 0, 0
+        self._interval, self._last = interval, 0.0
+        self._id: UUID | None = None
+        try:
+            # synchronous here (no event loop runs in a flow's thread): its UUID, not a coroutine
+            self._id = cast(UUID, create_progress_artifact(progress=0.0, key=key, description=self._text()))
+        except Exception as e:  # noqa: BLE001 - the API is down or refusing: the work goes on
+            _warn_unpublished(key, e)
+
+    def _text(self) -> str:
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"{self.done} of {self.total} image(s) done{failed}"
+
+    def finished(self, ok: bool) -> None:
+        """One more image is done (`ok`: without failing)."""
+        from prefect.artifacts import update_progress_artifact
+
+        self.done += 1
+        self.failed += not ok
+        now = time.monotonic()
+        if self._id is None or (now - self._last < self._interval and self.done < self.total):
+            return
+        self._last = now
+        try:
+            update_progress_artifact(self._id, progress=100.0 * self.done / max(self.total, 1),
+                                     description=self._text())
+        except Exception as e:  # noqa: BLE001 - as at creation
+            _warn_unpublished("progress", e)
+            self._id = None
+
+
+def _warn_unpublished(key: str, error: BaseException) -> None:
+    from prefect import get_run_logger
+
+    get_run_logger().warning("could not publish the %s artifact (%s: %s)", key, type(error).__name__, error)
 
 
 def results_of(state: State[Any]) -> list[Any]:

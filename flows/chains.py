@@ -33,8 +33,9 @@ class ChainRunner(Generic[K, R]):
         self._running: dict[str, int] = {}
         self._done: queue.Queue[tuple[int, PrefectFuture[Any]]] = queue.Queue()
 
-    def run(self, items: Iterable[tuple[K, Chain[R]]]) -> list[R]:
-        """Run every chain to its end; return what each returned, in the order of `items`."""
+    def run(self, items: Iterable[tuple[K, Chain[R]]], on_result: Callable[[R], None] | None = None) -> list[R]:
+        """Run every chain to its end; return what each returned, in the order of `items`. `on_result` hears of
+        each as it ends (in this thread)."""
         pending = deque(enumerate(items))
         running: dict[int, tuple[K, Chain[R]]] = {}
         results: dict[int, R] = {}
@@ -47,6 +48,8 @@ class ChainRunner(Generic[K, R]):
                 results[index] = stop.value
                 del running[index]
                 self._running[self._group(key)] -= 1
+                if on_result is not None:
+                    on_result(stop.value)
                 return
             future.add_done_callback(lambda f: self._done.put((index, f)))
 

@@ -13,7 +13,7 @@ from prefect import State, flow, get_run_logger
 from prefect.states import Failed
 from pydantic import BaseModel, Field
 
-from flows import fleet_config, publish_markdown, run_name
+from flows import fleet_config, publish_markdown, publish_table, run_name
 from tasks.batching import Batch, BatchPlan, run_batches
 from tasks.freshness import (
     ImageCheck,
@@ -27,7 +27,7 @@ from tasks.freshness import (
 )
 from vulnattest.alerts import AlertChannel, Message, plan_alerts
 from vulnattest.config import DURATION_PATTERN, FleetConfig, parse_duration
-from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown
+from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown, fleet_rows
 from vulnattest.metrics import MetricsError, push_verdicts
 from vulnattest.services import Services
 
@@ -35,6 +35,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 ARTIFACT_KEY = "check-freshness"
 WHAT_IF_ARTIFACT_KEY = "check-freshness-what-if"  # a what-if's verdicts are not the fleet's: kept apart in the UI
+TABLE_ARTIFACT_KEY = "check-freshness-fleet"  # every image, worst first
 IMAGES_PER_THREAD = 20
 MAX_CHECKS_PER_TASK = 250
 """A check costs milliseconds, a task run ~50 ms of Prefect server CPU: a small fleet gets a thread (and a task run)
@@ -112,6 +113,8 @@ def check_freshness(
         services.close()
     publish_markdown(key=WHAT_IF_ARTIFACT_KEY if options.max_age else ARTIFACT_KEY,
                              markdown=fleet_markdown(verdicts, problems=problems), description=counts_text(verdicts))
+    if not options.max_age:
+        publish_table(key=TABLE_ARTIFACT_KEY, rows=fleet_rows(verdicts), description=counts_text(verdicts))
     logger.info("%s", counts_text(verdicts))
     if problems:
         message = f"{len(problems)} problem(s) telling on-call: " + "; ".join(problems)

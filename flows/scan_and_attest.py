@@ -13,7 +13,7 @@ from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from flows import fleet_config, key_password, publish_markdown, run_name
+from flows import ProgressArtifact, fleet_config, key_password, publish_markdown, run_name
 from flows.chains import Chain, ChainRunner
 from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
 from tasks.stages import attest, hash_report, scan, store, verify
@@ -67,7 +67,9 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
         with RegistrySlots.hold(refs, workers) as slots:
             runner: ChainRunner[ImageRef, ImageOutcome] = ChainRunner(workers, lambda ref: ref.registry, slots.held)
             timeout = config.image_timeout.total_seconds()
-            outcomes = runner.run((ref, _attest_image(ref, services, invocation, timeout)) for ref in refs)
+            progress = ProgressArtifact(f"{ARTIFACT_KEY}-progress", len(refs))
+            outcomes = runner.run(((ref, _attest_image(ref, services, invocation, timeout)) for ref in refs),
+                                  on_result=lambda outcome: progress.finished(outcome.ok))
     except VulnattestError as e:  # no registry slots within the wait: every image says why
         logger.error("%s", e)
         outcomes = [ImageOutcome(image=str(ref), failed_stage="scan", error=str(e)) for ref in refs]

@@ -434,6 +434,16 @@ def fleet_markdown(verdicts: Sequence[ImageVerdict], *, title: str = "check-fres
     return "\n".join(lines) + "\n"
 
 
+def fleet_rows(verdicts: Sequence[ImageVerdict]) -> list[dict[str, str]]:
+    """Every image, worst first, as rows of the fleet table (the Prefect UI shows them as a table artifact)."""
+    return [{
+        "image": v.image, "digest": short_digest(v.digest), "verdict": v.verdict.value,
+        "age": format_duration(v.age) if v.age is not None else "-", "deadline": v.deadline_text(),
+        "findings C H M L U": " ".join(f"{sev[0]}{n}" for sev, n in v.last_scan.counts.items())
+        if v.last_scan and v.last_scan.counts else "-",
+    } for v in worst_first(verdicts)]
+
+
 def probe_registry(client: RegistryClient, timeout: float = 10.0) -> None:
     """Check the registry answers the distribution API (``GET /v2/``); a login challenge counts as an answer.
 

@@ -22,7 +22,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFil
 from typer.testing import CliRunner
 
 import flows.check_freshness as check_flow
-from flows.check_freshness import ARTIFACT_KEY, check_freshness
+from flows.check_freshness import ARTIFACT_KEY, TABLE_ARTIFACT_KEY, check_freshness
 from tests.conftest import poll_events
 from tests.integration.test_freshness import MAX_AGE, Attester, WebhookReceiver, flat, push, summary
 from vulnattest.alerts import STATE_KEY, AlertState
@@ -104,6 +104,14 @@ def test_one_alert_per_change_across_runs_then_resolved_with_events_and_artifact
     assert "**3 image(s): 1 stale, 1 missing, 1 fresh**" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| **")]
     assert [row.split("`")[1] for row in rows] == [stale_ref, missing_ref]  # not-fresh only, worst first
+    with get_client(sync_client=True) as client:
+        (table,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            key=ArtifactFilterKey(any_=[TABLE_ARTIFACT_KEY])))
+    fleet = json.loads(str(table.data))  # the whole fleet, worst first, in a table
+    assert [(row["image"], row["verdict"]) for row in fleet] == [
+        (stale_ref, "stale"), (missing_ref, "missing"), (fresh_ref, "fresh")]
+    assert fleet[2]["findings C H M L U"] != "-" and fleet[2]["deadline"].startswith("20")
     events = events_of(state.state_details.flow_run_id, expected=3)
     assert sorted((e.event, e.resource.id) for e in events) == sorted([
         ("vulnattest.image.fresh", f"vulnattest.image.{fresh_ref}"),

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 from typer.testing import CliRunner
 
 from flows.scan_and_attest import scan_and_attest
@@ -97,6 +98,10 @@ def test_twenty_images_one_missing_tag(
         summary = next(a for a in artifact if a.key == "scan-and-attest-summary")
         assert "**19 of 20 images attested**, 1 failed" in str(summary.data)
         assert missing in str(summary.data)
+        [progress] = api.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            type=ArtifactFilterType(any_=["progress"])))
+        assert (progress.data, progress.description) == (100.0, "20 of 20 image(s) done, 1 failed")
 
     # idempotent: a second run replaces, so each image carries exactly one vuln attestation
     _run(config_writer.write(refs[:5]))
