@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from prefect import State, flow, get_run_logger
+from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
@@ -15,12 +16,15 @@ from prefect.utilities.annotations import quote
 
 from flows import ProgressArtifact, fleet_config, key_password, publish_markdown, run_name
 from flows.chains import Chain, ChainRunner
+from tasks.freshness import PrefectBlockChannel, alert_channels
 from tasks.locks import PrefectAttachLocks, RegistrySlots, ensure_attach_limits
 from tasks.stages import attest, hash_report, scan, store, verify
+from vulnattest.alerts import WebhookChannel
 from vulnattest.attestations import Invocation
 from vulnattest.attestations.attach import LayoutAttacher
 from vulnattest.attestations.cosign import AttachResult
-from vulnattest.config import MAX_CONCURRENCY
+from vulnattest.changes import ChangesNotice, FindingsChange, changes_markdown, record_changes
+from vulnattest.config import MAX_CONCURRENCY, FleetConfig
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
 from vulnattest.metrics import MetricsError, push_outcomes
@@ -31,6 +35,7 @@ from vulnattest.storage import VerifiedReport
 from vulnattest.verification import LAYOUTS
 
 ARTIFACT_KEY = "scan-and-attest-summary"
+CHANGE_EVENT = "new-findings"  # vulnattest.image.new-findings: vulnerabilities new or newly fixable since the last scan
 
 
 # the chains keep at most `concurrency` task runs in flight: the pool only needs room for the most a config allows
@@ -77,10 +82,12 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
         services.close()
         if locks is not None:
             locks.close()
+    changes = [o.change for o in outcomes if o.change is not None]
     publish_markdown(
-        key=ARTIFACT_KEY, markdown=summary_markdown(outcomes),
+        key=ARTIFACT_KEY, markdown=summary_markdown(outcomes) + changes_markdown(changes),
         description=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} images attested",
     )
+    _tell_changes(config, outcomes)
     if not images:  # a batch or a subset would replace the whole fleet's figures
         try:
             push_outcomes(config.metrics, outcomes, datetime.now(UTC))
@@ -122,13 +129,14 @@ class _Progress:
         return ImageOutcome(image=str(self.ref), failed_stage=self.stage, error=str(error) or type(error).__name__,
                             seconds=self.seconds)
 
-    def attested(self, report: ScanReport, verified: VerifiedReport, attached: AttachResult) -> ImageOutcome:
+    def attested(self, report: ScanReport, verified: VerifiedReport, attached: AttachResult,
+                 change: FindingsChange | None) -> ImageOutcome:
         """The outcome of an image attested."""
         self._end()
         return ImageOutcome(
             image=str(self.ref), digest=report.image.digest, counts=report.counts, report_uri=verified.uri,
             report_sha256=verified.sha256, attestation_digest=attached.manifest_digest, replaced=attached.replaced,
-            seconds=self.seconds,
+            seconds=self.seconds, change=change,
         )
 
 
@@ -154,4 +162,35 @@ def _attest_image(ref: ImageRef, services: Services, invocation: Invocation, tim
         attached: AttachResult = yield progress.at("attest", attached_future)
     except Exception as e:  # noqa: BLE001 - a failed stage is this image's outcome, never its neighbours'
         return progress.failed(e)
-    return progress.attested(report, verified, attached)
+    return progress.attested(report, verified, attached, _compared(ref, report, services))
+
+
+def _compared(ref: ImageRef, report: ScanReport, services: Services) -> FindingsChange | None:
+    """What changed since the image's previous attested scan (which this one replaces as its baseline); a store
+    that fails here costs the comparison, never the attestation."""
+    try:
+        return record_changes(services.store, ref, report, services.config.changes)
+    except VulnattestError as e:
+        get_run_logger().warning("could not compare %s with its previous scan: %s", ref, e)
+        return None
+
+
+def _tell_changes(config: FleetConfig, outcomes: list[ImageOutcome]) -> None:
+    """Tell the webhook and Prefect block channels, and Prefect events, which images have vulnerabilities new or
+    newly fixable since their last scan. PagerDuty and Alertmanager carry incidents (verdicts), not this news."""
+    logger = get_run_logger()
+    news = tuple(o.change for o in outcomes if o.change is not None and o.change.news)
+    for change in news:
+        emit_event(f"vulnattest.image.{CHANGE_EVENT}",
+                   resource={"prefect.resource.id": f"vulnattest.image.{change.image}"},
+                   payload=ChangesNotice("event", (change,)).to_json()["images"][0])
+    if not news:
+        return
+    for channel in alert_channels(config.alerts, config.freshness.remind_every):
+        if not isinstance(channel, WebhookChannel | PrefectBlockChannel):
+            continue
+        try:
+            channel.send(ChangesNotice(channel.id, news))
+        except VulnattestError as e:  # the attestations stand; this news is in the artifact and the events
+            logger.error("could not tell %s what changed since the last scans: %s", channel.id, e)
+    logger.info("%d image(s) with vulnerabilities new or newly fixable since their last scan", len(news))

@@ -26,6 +26,7 @@ from vulnattest.alerts import (
     AlertmanagerChannel,
     AlertState,
     Message,
+    Notice,
     PagerDutyChannel,
     TransientAlertError,
     VerdictChange,
@@ -160,12 +161,12 @@ class PrefectBlockChannel:
         """The configured name, else ``prefect-block:<block>`` (`channel_id`); the block keeps its secrets."""
         return channel_id(self.name, block=self.block)
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Notice) -> None:
         """Load the block and notify, retrying while it fails transiently (no connection, 408, 429, 5xx)."""
         notifier = self._load()
         WEBHOOK_RETRIES.call(lambda: self._notify(notifier, message), f"alert to {self.id}")
 
-    def _notify(self, notifier: NotificationBlock, message: Message) -> None:
+    def _notify(self, notifier: NotificationBlock, message: Notice) -> None:
         try:
             with notifier.raise_on_failure():
                 # Prefect's blocks notify synchronously outside an event loop; a block written async-only

@@ -396,6 +396,27 @@ def _news(verdict: Verdict, told: Delivered | None, now: datetime, remind_every:
 # -- channels ----------------------------------------------------------------------------------------------------
 
 
+class Notice(Protocol):
+    """What a webhook or a Prefect block sends: a `Message` (verdicts), or news of changed findings."""
+
+    def subject(self) -> str:
+        """A short subject line."""
+        ...
+
+    def text(self) -> str:
+        """The body."""
+        ...
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON a webhook receives."""
+        ...
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same each time this notice is sent again."""
+        ...
+
+
 class AlertChannel(Protocol):
     """Somewhere alerts go."""
 
@@ -429,7 +450,7 @@ class WebhookChannel:
         parsed = urlparse(self.url.get_secret_value())
         return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}/…"
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Notice) -> None:
         """POST the message's JSON (with its idempotency key), retrying the request on its own while the receiver
         fails transiently (408, 429, 5xx, no connection), as `Retry-After` advises; other answers fail at once."""
         _redact_in_httpx_log(self.url.get_secret_value(), self.redacted_url)

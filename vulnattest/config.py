@@ -332,6 +332,13 @@ class SigningSettings(_Strict):
         })
 
 
+class ChangeSettings(_Strict):
+    """What a scan compared with the image's previous scan tells on-call (webhook and Prefect block channels)."""
+
+    severity: Severity = Field("HIGH", description="new vulnerabilities at or above this severity are news")
+    fixable: bool = Field(True, description="a known vulnerability (at or above severity) that got a fix is news")
+
+
 class FreshnessSettings(_Strict):
     """How old a scan may be before admission refuses the image, when to warn, and how often to remind."""
 
@@ -525,6 +532,7 @@ class FleetConfig(_Strict):
     policy: PolicySettings = PolicySettings()
     alerts: tuple[AlertChannelSettings, ...] = ()
     metrics: MetricsSettings = MetricsSettings()
+    changes: ChangeSettings = ChangeSettings()
     concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY, description="images processed at once by one flow run")
     image_timeout: Duration = Field(timedelta(minutes=30), description="the longest one image may take through "
                                     "scan-and-attest, retries included (no retry starts past it)")

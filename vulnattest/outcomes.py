@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vulnattest.changes import FindingsChange
 from vulnattest.text import md_cell, short_digest
 
 STAGES = ("scan", "hash", "store", "verify", "attest")
@@ -25,6 +26,8 @@ class ImageOutcome:
     failed_stage: str | None = None
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    change: FindingsChange | None = None
+    """What changed since the image's previous attested scan (None the first time, or when it failed)."""
 
     @property
     def ok(self) -> bool:
