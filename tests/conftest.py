@@ -63,6 +63,15 @@ def cluster(kms_endpoint: str) -> Iterator[LocalCluster]:
         yield running
 
 
+@pytest.fixture
+def no_policies(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """The session's cluster with no Kyverno policy in force, before and after the test (each test brings its own:
+    one left from another test could refuse this one's Pods)."""
+    cluster.delete_policies()
+    yield cluster
+    cluster.delete_policies()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on a free loopback port, spoken to over HTTP; fake credentials in the environment."""

@@ -35,7 +35,7 @@ from vulnattest.registry import resolve
 from vulnattest.signing.keyfile import KeyFileSigner, generate_keypair
 from vulnattest.walkthrough import backdate
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = pytest.mark.usefixtures("prefect_server", "no_policies")
 
 CASES = ("fresh", "stale", "unattested", "other-key")
 # Kyverno 1.19 checks keyless bundles against trust it fetches through TUF, which a private deployment offline does not

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vulnattest.demo.cluster import LocalCluster
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, alpine_image
 from vulnattest.demo.registry import LocalRegistry, push_image
 from vulnattest.signing.keyfile import generate_keypair
+
+pytestmark = pytest.mark.usefixtures("no_policies")
 
 
 def signed_images_policy(registry: LocalRegistry, public_key: str) -> dict[str, object]:

@@ -38,6 +38,7 @@ def pulled(cluster: LocalCluster, namespace: str, name: str, statuses: dict[str,
 @pytest.fixture(scope="module")
 def running(cluster: LocalCluster, registry: LocalRegistry) -> dict[str, str]:
     """Pods in namespaces shop and tools naming images of the test registry by tag; the digests they pulled."""
+    cluster.delete_policies()  # another test's policy could refuse these Pods
     client = registry.client()
     digests = {name: push_image(client, f"k8s/{name}", "1", alpine_image(DEMO_ALPINE_PACKAGES, marker=name))
                for name in ("web", "sidecar", "migrate", "debugger", "other")}

@@ -254,6 +254,11 @@ class LocalCluster:
                                       f"{self._kyverno.log_path}")
             time.sleep(0.1)
 
+    def delete_policies(self) -> None:
+        """Delete every Kyverno policy (ClusterPolicy, ImageValidatingPolicy): Pods go before no policy."""
+        self.kubectl("delete", "clusterpolicies.kyverno.io,imagevalidatingpolicies.policies.kyverno.io", "--all",
+                     "--wait=true")
+
     def create_pod(self, namespace: str, name: str, image: str) -> Admission:
         """Create a one-container Pod running `image`, and say whether the API server (Kyverno) admitted it."""
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
