@@ -49,9 +49,7 @@ class LocalPrefectServer(LocalService):
         running, they would lose what later runs emit against another server, and stall at exit retrying this one.
         """
         if self.process is not None and self.process.poll() is None:
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
+            from flows.local import drain_prefect_workers
 
-            EventsWorker.drain_all(timeout=30)
-            APILogWorker.drain_all(timeout=30)
+            drain_prefect_workers(timeout=30)
         super().stop()

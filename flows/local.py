@@ -3,6 +3,7 @@ bounded wait when the API is lost mid-run, and never leaving a server behind."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -114,10 +115,13 @@ def _unrecorded(state: State[Any]) -> str | None:
 
 
 def drain_prefect_workers(timeout: float = 5.0) -> None:
-    """Send what Prefect's log and event workers still queue, for at most `timeout` seconds each: at exit they
-    would otherwise retry a lost API for minutes."""
+    """Send what Prefect's log and event workers still queue, for at most `timeout` seconds each, and stop them (the
+    next use makes new ones, for the API configured then): at exit they would otherwise retry a lost API for
+    minutes. In a thread that runs an event loop (a browser driver's) they are stopped without waiting."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    EventsWorker.drain_all(timeout=timeout)
-    APILogWorker.drain_all(timeout=timeout)
+    for worker in (EventsWorker, APILogWorker):
+        waiting = worker.drain_all(timeout=timeout)
+        if inspect.iscoroutine(waiting):  # Prefect hands back the wait to await: nothing here can
+            waiting.close()

@@ -532,7 +532,9 @@ class AlertmanagerChannel:
                 "annotations": {"summary": alert.subject().removeprefix("[vulnattest] "), "description": alert.text(),
                                 "verdict": v.verdict.value, "severity": _severity(v.verdict),
                                 "deadline": v.deadline_text(), "run": v.action},
-                "startsAt": rfc3339(alert.since),
+                # Alertmanager refuses an alert that ends before it starts: a resolve's `since` (when the image
+                # became fresh) can be a moment after its check
+                "startsAt": rfc3339(min(alert.since, v.checked_at)),
                 "endsAt": rfc3339(v.checked_at if resolved else v.checked_at + 2 * self.remind_every),
             })
         return out

@@ -64,7 +64,7 @@ class Attested:
         """`vulnattest status --json`, by case."""
         result = CliRunner().invoke(app, ["status", "--config", str(self.config), "--json", "--all"])
         assert result.exit_code == 0, result.output
-        by_image = {entry["image"]: entry for entry in json.loads(result.output)}
+        by_image = {entry["image"]: entry for entry in json.loads(result.stdout)}
         return {case: by_image[image] for case, image in self.images.items()}
 
 
@@ -126,7 +126,7 @@ def attested(
     attest(registry, resolve(client, ImageRef.parse(images["other-key"])), other, timedelta(hours=1), layout)
     policy = CliRunner().invoke(app, ["policy", "kyverno", "--config", str(config)])
     assert policy.exit_code == 0, policy.output
-    return Attested(signer, layout, images, config, yaml.safe_load(policy.output))
+    return Attested(signer, layout, images, config, yaml.safe_load(policy.stdout))
 
 
 def admit_all(cluster: LocalCluster, attested: Attested, attempt: str) -> dict[str, Admission]:
@@ -171,7 +171,7 @@ def test_the_early_warning_comes_while_pods_are_admitted_and_admission_refuses_f
                                  alerts=[{"webhook": inbox.url, "name": "on-call"}])
     runner = CliRunner()
     assert runner.invoke(app, ["run", "--config", str(config)]).exit_code == 0
-    cluster.apply_policy(yaml.safe_load(runner.invoke(app, ["policy", "kyverno", "--config", str(config)]).output))
+    cluster.apply_policy(yaml.safe_load(runner.invoke(app, ["policy", "kyverno", "--config", str(config)]).stdout))
 
     backdate(config, image, max_age - left)
     check = runner.invoke(app, ["check", "--config", str(config)])

@@ -167,7 +167,7 @@ def test_cli_run_and_verify(registry: LocalRegistry, config_writer: ConfigWriter
     verify = ["verify", refs[0], "--key", str(keypair[1]), "--insecure"]
     fresh = runner.invoke(app, [*verify, "--json"])
     assert fresh.exit_code == 0, fresh.output
-    assert json.loads(fresh.output)["ok"] is True
+    assert json.loads(fresh.stdout)["ok"] is True
     # a loopback registry is found to speak plain HTTP without --insecure, as docker and cosign find it
     plain = runner.invoke(app, ["verify", refs[0], "--key", str(keypair[1])])
     assert plain.exit_code == 0, plain.output

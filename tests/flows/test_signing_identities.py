@@ -121,7 +121,7 @@ def test_one_fleet_three_signers_each_accepted_only_by_its_own_config_and_policy
             for how in (["--config", str(configs[trusted])], ["--policy", str(policies[trusted]), "--insecure"]):
                 verified = runner.invoke(app, ["verify", fleet[0], *how, "--json"])
                 expected = (0, "fresh") if trusted == signer else (1, "invalid")
-                got = (verified.exit_code, json.loads(verified.output)["verdict"])
+                got = (verified.exit_code, json.loads(verified.stdout)["verdict"])
                 assert got == expected, f"signed by {signer}, {how} {trusted}: {verified.output}"
         assert runner.invoke(app, ["verify", fleet[1], "--policy", str(policies[signer]), "--insecure"]).exit_code == 0
 
@@ -141,16 +141,16 @@ def test_refusals_say_which_signer_was_wanted(configs: dict[str, Path], fleet: l
     assert runner.invoke(app, ["policy", "kyverno", "-c", str(configs["key"]), "-o", str(policy)]).exit_code == 0
 
     by_key = runner.invoke(app, ["verify", fleet[0], "--policy", str(policy), "--insecure", "--json"])
-    assert "does not verify with any trusted public key" in json.loads(by_key.output)["reason"]
+    assert "does not verify with any trusted public key" in json.loads(by_key.stdout)["reason"]
     # the policy's scan age limit applies too: the keyless policy, made to demand a scan younger than a millisecond
-    strict = yaml.safe_load(runner.invoke(app, ["policy", "kyverno", "-c", str(configs["keyless"])]).output)
+    strict = yaml.safe_load(runner.invoke(app, ["policy", "kyverno", "-c", str(configs["keyless"])]).stdout)
     for verify in strict["spec"]["rules"][0]["verifyImages"]:
         verify["attestations"][0]["conditions"][0]["all"][0]["value"] = "1ms"
     (tmp_path / "strict.yaml").write_text(yaml.safe_dump(strict))
     stale = runner.invoke(app, ["verify", fleet[0], "--policy", str(tmp_path / "strict.yaml"), "--insecure", "--json"])
-    assert (stale.exit_code, json.loads(stale.output)["verdict"]) == (1, "stale")
+    assert (stale.exit_code, json.loads(stale.stdout)["verdict"]) == (1, "stale")
     other = runner.invoke(app, ["verify", fleet[0], "--config", str(configs["keyless-other-subject"]), "--json"])
-    assert "not one of the accepted identities" in json.loads(other.output)["reason"]
+    assert "not one of the accepted identities" in json.loads(other.stdout)["reason"]
 
 
 def test_a_key_password_from_a_prefect_secret_block(config_writer: ConfigWriter, fleet: list[str], tmp_path: Path,

@@ -38,6 +38,8 @@ def test_each_image_runs_five_stage_tasks_and_a_store_outage_resumes_at_store(
         return scan(self, image)
 
     def failing_put(self: LocalReportStore, key: Any, body: bytes, sha256: str) -> Any:
+        if not key.path.startswith("reports/"):  # the findings baseline, written after attest
+            return put(self, key, body, sha256)
         puts[key.path.split("/")[3]] += 1
         if key.path.split("/")[3] == "app-2" and puts["app-2"] == 1:
             raise TransientStoreError("cannot write the report: the store answered 503; retry later")

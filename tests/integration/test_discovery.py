@@ -94,5 +94,5 @@ def test_a_newly_pushed_tag_is_scanned_and_attested_on_the_next_run(
 
     assert first.exit_code == 0 and "1 of 1 image(s) attested" in first.output, first.output
     assert second.exit_code == 0 and "2 of 2 image(s) attested" in second.output, second.output
-    verdicts = {(v["image"].removeprefix(f"{registry.host}/"), v["verdict"]) for v in json.loads(status.output)}
+    verdicts = {(v["image"].removeprefix(f"{registry.host}/"), v["verdict"]) for v in json.loads(status.stdout)}
     assert verdicts == {("disc/grow/app:1.0.0", "fresh"), ("disc/grow/app:1.1.0", "fresh")}

@@ -343,7 +343,7 @@ def test_status_json_reports_every_verdict(
     result = CliRunner().invoke(app, ["status", "--config", str(config), "--json"])
 
     assert result.exit_code == 0, result.output
-    reported = json.loads(result.output)
+    reported = json.loads(result.stdout)
     assert {item["image"]: item["verdict"] for item in reported} == {ref: v.value for ref, v in fleet.items()}
     by_image = {item["image"]: item for item in reported}
     for item in reported:
@@ -361,7 +361,7 @@ def test_status_json_reports_every_verdict(
     assert counts in flat(table.output)
 
     only = CliRunner().invoke(app, ["status", "--config", str(config), "--json", "--image", down])
-    assert [item["verdict"] for item in json.loads(only.output)] == ["unreachable"]
+    assert [item["verdict"] for item in json.loads(only.stdout)] == ["unreachable"]
 
 
 def test_status_refuses_a_bad_config_with_its_line(tmp_path: Path):

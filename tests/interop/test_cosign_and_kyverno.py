@@ -164,7 +164,7 @@ def test_vulnattest_accepts_what_cosign_attests(
     verified = CliRunner().invoke(app, ["verify", image, "--key", str(keypair[1]), "--attach", layout, "--json"])
 
     assert verified.exit_code == 0, verified.output
-    result = json.loads(verified.output)
+    result = json.loads(verified.stdout)
     assert result["verdict"] == "fresh"
     other = CliRunner().invoke(app, ["verify", image, "--key", str(keypair[1]), "--attach",
                                      "bundle" if layout == "legacy" else "legacy"])

@@ -208,7 +208,7 @@ def test_cli_writes_the_policy(config_text: str, tmp_path: Path):
     path.write_text(config_text)
     result = CliRunner().invoke(app, ["policy", "kyverno", "--config", str(path), "--audit"])
     assert result.exit_code == 0, result.output
-    policy = yaml.safe_load(result.output)
+    policy = yaml.safe_load(result.stdout)
     assert policy["kind"] == "ClusterPolicy"
     assert {v["failureAction"] for v in policy["spec"]["rules"][0]["verifyImages"]} == {"Audit"}
 
