@@ -10,6 +10,7 @@ cluster: ``kubectl apply`` of a Pod created while its scan is fresh, and denied 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -87,11 +88,14 @@ def run_demo(console: Console, workdir: Path | None = None, *, admission: bool =
 
 @contextmanager
 def _prefect_home(home: Path) -> Iterator[None]:
-    """Unless a Prefect API is configured, keep the demo's embedded server and its database in the demo's folder."""
+    """Unless a Prefect API is configured, keep the demo's embedded server and its database in the demo's folder,
+    and give it as long to start as `vulnattest run`'s own server gets (Prefect's 20 s is short on a busy machine
+    with two cores)."""
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_HOME,
         PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
@@ -99,7 +103,10 @@ def _prefect_home(home: Path) -> Iterator[None]:
         yield
         return
     home.mkdir(parents=True, exist_ok=True)
-    with temporary_settings(updates={PREFECT_HOME: home, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+    updates: dict[Any, Any] = {PREFECT_HOME: home, PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 90
+    with temporary_settings(updates=updates):
         yield
 
 
