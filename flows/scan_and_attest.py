@@ -183,7 +183,7 @@ def _tell_changes(config: FleetConfig, outcomes: list[ImageOutcome]) -> None:
     for change in news:
         emit_event(f"vulnattest.image.{CHANGE_EVENT}",
                    resource={"prefect.resource.id": f"vulnattest.image.{change.image}"},
-                   payload=ChangesNotice("event", (change,)).to_json()["images"][0])
+                   payload=change.to_json())
     if not news:
         return
     for channel in alert_channels(config.alerts, config.freshness.remind_every):

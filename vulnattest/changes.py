@@ -45,6 +45,12 @@ class FindingsChange:
         """The tag names another digest than at the previous scan."""
         return self.previous_digest != self.digest
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping (one image of a `ChangesNotice`, and the payload of its Prefect event)."""
+        return {"image": self.image, "digest": self.digest, "previous_digest": self.previous_digest,
+                "rebuilt": self.rebuilt, "new": [_finding_json(f) for f in self.new],
+                "fixable": [_finding_json(f) for f in self.fixable], "gone": [_finding_json(f) for f in self.gone]}
+
     def lines(self) -> list[str]:
         """What changed, one line each, for people."""
         since = f"since the scan of {short_digest(self.previous_digest)} (rebuilt)" if self.rebuilt else (
@@ -55,6 +61,11 @@ class FindingsChange:
         if self.gone:
             out.append(f"  gone: {', '.join(sorted({f.vulnerability_id for f in self.gone}))}")
         return out
+
+
+def _finding_json(f: Finding) -> dict[str, Any]:
+    return {"id": f.vulnerability_id, "severity": f.severity, "package": f.package, "installed": f.installed_version,
+            "fixed": f.fixed_version}
 
 
 def _describe(f: Finding) -> str:
@@ -157,13 +168,6 @@ class ChangesNotice:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON a webhook receives (``kind: changes``)."""
-        def finding(f: Finding) -> dict[str, Any]:
-            return {"id": f.vulnerability_id, "severity": f.severity, "package": f.package,
-                    "installed": f.installed_version, "fixed": f.fixed_version}
-
         return {"source": "vulnattest", "version": __version__, "idempotency_key": self.idempotency_key,
                 "kind": "changes", "subject": self.subject(), "text": self.text(), "count": len(self.changes),
-                "images": [{"image": c.image, "digest": c.digest, "previous_digest": c.previous_digest,
-                            "rebuilt": c.rebuilt, "new": [finding(f) for f in c.new],
-                            "fixable": [finding(f) for f in c.fixable], "gone": [finding(f) for f in c.gone]}
-                           for c in self.changes]}
+                "images": [c.to_json() for c in self.changes]}
