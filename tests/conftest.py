@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 from botocore.config import Config
@@ -98,6 +99,14 @@ def silent_endpoint() -> Iterator[str]:
 def short_timeouts() -> Config:
     """A botocore config that gives up on a silent endpoint within a second, without retrying."""
     return Config(connect_timeout=1, read_timeout=0.5, retries={"total_max_attempts": 1})
+
+
+def kms_signing_key(endpoint: str, name: str) -> str:
+    """A new ECDSA P-256 signing key in the KMS server at `endpoint`, named ``awskms:///alias/<name>``."""
+    kms = boto3.client("kms", endpoint_url=endpoint, region_name="us-east-1")
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=f"alias/{name}", TargetKeyId=key)
+    return f"awskms:///alias/{name}"
 
 
 @pytest.fixture(scope="session")

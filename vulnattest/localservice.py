@@ -54,7 +54,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LocalService:
+class StartedUntilStopped:
+    """A context manager over ``start()`` (which returns the object) and ``stop()``."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class LocalService(StartedUntilStopped):
     """Starts a command, waits until a health URL answers 200, and stops it (and its scratch directory) on close.
 
     The command runs in its own process group and is told to stop when the thread that started it ends (Linux's
@@ -114,13 +132,6 @@ class LocalService:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:

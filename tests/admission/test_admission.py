@@ -16,12 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ConfigWriter
+from tests.conftest import ConfigWriter, kms_signing_key
 from tests.flows.test_signing_identities import ISSUER, SUBJECT
 from tests.integration.test_freshness import WebhookReceiver
 from tests.interop.test_cosign_and_kyverno import attest
@@ -84,10 +83,7 @@ def signing_for(signer: str, directory: Path, key: Path, kms: str, pki: TestSigs
 @pytest.fixture(scope="module")
 def kms(kms_endpoint: str) -> str:
     """A KMS signing key; Kyverno reaches the same server (the `cluster` fixture gives it the endpoint)."""
-    client = boto3.client("kms", endpoint_url=kms_endpoint, region_name="us-east-1")
-    key = client.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
-    client.create_alias(AliasName="alias/vulnattest-admission", TargetKeyId=key)
-    return "awskms:///alias/vulnattest-admission"
+    return kms_signing_key(kms_endpoint, "vulnattest-admission")
 
 
 @pytest.fixture

@@ -29,15 +29,9 @@ from vulnattest.alerts import STATE_KEY, AlertState
 from vulnattest.cli import app
 from vulnattest.demo.registry import LocalRegistry
 from vulnattest.freshness import ImageVerdict, Verdict
-from vulnattest.signing.keyfile import KeyFileSigner
 from vulnattest.storage.local import LocalReportStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture(scope="module")
-def attester(registry: LocalRegistry, keypair: tuple[Path, Path]) -> Attester:
-    return Attester(registry.client(), KeyFileSigner.from_file(keypair[0]))
 
 
 @pytest.fixture

@@ -18,27 +18,17 @@ from flows.scan_and_attest import scan_and_attest
 from tests.conftest import ConfigWriter, DemoImages
 from tests.flows.test_check_freshness import run, write_config
 from tests.integration.test_freshness import Attester, push
+from tests.prometheus import PrometheusDaemon, running
 from vulnattest.demo.registry import LocalRegistry
-from vulnattest.localservice import LocalService
-from vulnattest.signing.keyfile import KeyFileSigner
 
 ROOT = Path(__file__).resolve().parents[2]
-PUSHGATEWAY = "prometheus-pushgateway"
 
 
-class LocalPushgateway(LocalService):
+class LocalPushgateway(PrometheusDaemon):
     """Debian's Pushgateway on a loopback port, keeping what it is pushed in memory."""
 
     name = "pushgateway"
-
-    def start(self, timeout: float = 30.0) -> LocalPushgateway:
-        self._launch([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                     f"{self.url}/-/ready", timeout)
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    program = "prometheus-pushgateway"
 
     def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
         """The samples of metric `name` the Pushgateway exposes, by their labels."""
@@ -49,15 +39,7 @@ class LocalPushgateway(LocalService):
 
 @pytest.fixture(scope="module")
 def pushgateway() -> Iterator[LocalPushgateway]:
-    if shutil.which(PUSHGATEWAY) is None:
-        pytest.skip("install Debian's Pushgateway: `apt-get install prometheus-pushgateway`")
-    with LocalPushgateway() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def attester(registry: LocalRegistry, keypair: tuple[Path, Path]) -> Attester:
-    return Attester(registry.client(), KeyFileSigner.from_file(keypair[0]))
+    yield from running(LocalPushgateway)
 
 
 @pytest.mark.usefixtures("prefect_server")

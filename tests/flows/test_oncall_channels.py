@@ -4,7 +4,6 @@ reminder or a worse verdict stays in it, and the image's return to fresh closes 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,32 +14,22 @@ import pytest
 
 from tests.flows.test_check_freshness import run, write_config
 from tests.integration.test_freshness import Attester, WebhookReceiver, push
+from tests.prometheus import PrometheusDaemon, running
 from vulnattest.demo.registry import LocalRegistry
 from vulnattest.freshness import Verdict
-from vulnattest.localservice import LocalService
-from vulnattest.signing.keyfile import KeyFileSigner
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-ALERTMANAGER = "prometheus-alertmanager"
-
-
-class LocalAlertmanager(LocalService):
+class LocalAlertmanager(PrometheusDaemon):
     """Debian's Alertmanager on a loopback port, routing every alert to a receiver that sends nothing."""
 
     name = "alertmanager"
+    program = "prometheus-alertmanager"
 
-    def start(self, timeout: float = 30.0) -> LocalAlertmanager:
+    def arguments(self) -> list[str]:
         config = self.directory / "alertmanager.yml"
         config.write_text("route: {receiver: 'null'}\nreceivers: [{name: 'null'}]\n")
-        self._launch([ALERTMANAGER, f"--config.file={config}", f"--storage.path={self.directory / 'data'}",
-                      f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-                      "--log.level=warn"], f"{self.url}/-/ready", timeout)
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return [f"--config.file={config}", f"--storage.path={self.directory / 'data'}", "--cluster.listen-address="]
 
     def alerts(self, image: str) -> list[dict[str, Any]]:
         """The alerts Alertmanager holds for `image` and has not seen resolved."""
@@ -51,15 +40,7 @@ class LocalAlertmanager(LocalService):
 
 @pytest.fixture(scope="module")
 def alertmanager() -> Iterator[LocalAlertmanager]:
-    if shutil.which(ALERTMANAGER) is None:
-        pytest.skip("install Debian's Alertmanager: `apt-get install prometheus-alertmanager`")
-    with LocalAlertmanager() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def attester(registry: LocalRegistry, keypair: tuple[Path, Path]) -> Attester:
-    return Attester(registry.client(), KeyFileSigner.from_file(keypair[0]))
+    yield from running(LocalAlertmanager)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from tests.conftest import short_timeouts
+from tests.conftest import kms_signing_key, short_timeouts
 from vulnattest.attestations import sign_statement
 from vulnattest.config import SigningSettings
 from vulnattest.errors import SigningError, TransientError
@@ -33,10 +33,8 @@ def kms(s3_endpoint: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def alias(kms: Any) -> str:
-    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
-    kms.create_alias(AliasName="alias/vulnattest-test", TargetKeyId=key)
-    return "awskms:///alias/vulnattest-test"
+def alias(s3_endpoint: str) -> str:
+    return kms_signing_key(s3_endpoint, "vulnattest-test")
 
 
 @pytest.fixture

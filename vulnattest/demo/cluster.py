@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vulnattest.errors import VulnattestError
-from vulnattest.localservice import LocalService, free_port
+from vulnattest.localservice import LocalService, StartedUntilStopped, free_port
 
 __all__ = ["BUILD_HINT", "Admission", "LocalCluster", "default_tool_folders"]
 
@@ -83,7 +82,7 @@ class _Program(LocalService):
         self._launch(command, health_url, timeout, env=env, verify=verify)
 
 
-class LocalCluster:
+class LocalCluster(StartedUntilStopped):
     """etcd, kube-apiserver and Kyverno's admission controller on free 127.0.0.1 ports, in one scratch directory
     (PKI, kubeconfig, data and each program's log), until stopped. `kyverno_env` adds to Kyverno's environment (an
     AWS endpoint for its ``kms`` attestors, say).
@@ -281,14 +280,6 @@ class LocalCluster:
             program.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _ready(status: dict[str, Any]) -> bool:
