@@ -15,7 +15,7 @@ from packaging.version import InvalidVersion, Version
 
 from vulnattest.config import ClusterSource, FleetConfig, KubernetesSelector, RegistrySource
 from vulnattest.errors import VulnattestError
-from vulnattest.images import ImageRef
+from vulnattest.images import ImageRef, is_digest_tag
 from vulnattest.registry import Registries, RegistryClient
 
 __all__ = ["Discovered", "discover", "discover_running", "with_discovered"]
@@ -85,15 +85,11 @@ def _version(tag: str) -> Version | None:
         return None
 
 
-# what cosign and the referrers fallback tag things attached to an image with: never images to scan
-_ATTACHMENT_TAG = re.compile(r"sha256-[0-9a-f]{64}(\.[a-z]+)?")
-
-
 def _selected(tags: list[str], source: RegistrySource) -> list[str]:
     """The tags `source` wants: highest version first, then tags that are no version, by name (`semver` and
     `newest` keep versions only). Attachment tags (``sha256-<hex>.att``, ``.sig``, the referrers fallback) are
     never images."""
-    chosen = [t for t in tags if fnmatch.fnmatchcase(t, source.tags) and not _ATTACHMENT_TAG.fullmatch(t)]
+    chosen = [t for t in tags if fnmatch.fnmatchcase(t, source.tags) and not is_digest_tag(t)]
     versioned = [(v, t) for t in chosen if (v := _version(t)) is not None]
     if source.semver is not None:
         wanted = SpecifierSet(source.semver)

@@ -23,6 +23,21 @@ def is_digest(value: str) -> bool:
     return bool(_DIGEST.match(value))
 
 
+_DIGEST_TAG = re.compile(r"sha256-[0-9a-f]{64}(\.[a-z]+)?")
+
+
+def digest_tag(digest: str, suffix: str = "") -> str:
+    """The tag cosign and the referrers fallback file things about a manifest under: ``sha256-<hex>`` and `suffix`
+    (cosign's ``.att``, ``.sig``)."""
+    algorithm, _, hex_digest = digest.partition(":")
+    return f"{algorithm}-{hex_digest}{suffix}"
+
+
+def is_digest_tag(tag: str) -> bool:
+    """Return True for a tag `digest_tag` makes: something attached to an image, never an image to scan."""
+    return bool(_DIGEST_TAG.fullmatch(tag))
+
+
 @dataclass(frozen=True, order=True)
 class ImageRef:
     """A parsed image reference: registry host, repository path, and a tag and/or digest."""

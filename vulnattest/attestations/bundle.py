@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vulnattest.attestations.cosign import AttachResult, LockFactory
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.errors import RegistryError, TransientRegistryError, VerificationError
+from vulnattest.images import digest_tag
 from vulnattest.locks import FileLocks
 from vulnattest.registry import OCI_INDEX, OCI_MANIFEST, ResolvedImage, sha256_digest
 from vulnattest.registry_api import Registry
@@ -190,8 +191,7 @@ def key_hint(public_key_der: bytes) -> str:
 
 def fallback_tag(digest: str) -> str:
     """The referrers fallback tag of a manifest digest: ``sha256-<hex>``."""
-    algorithm, _, hex_digest = digest.partition(":")
-    return f"{algorithm}-{hex_digest}"
+    return digest_tag(digest)
 
 
 @dataclass(frozen=True)

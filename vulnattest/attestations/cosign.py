@@ -11,6 +11,7 @@ from typing import Any
 
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.errors import RegistryError, TransientRegistryError, VerificationError
+from vulnattest.images import digest_tag
 from vulnattest.locks import FileLocks
 from vulnattest.registry import OCI_MANIFEST, Manifest, ResolvedImage, sha256_digest
 from vulnattest.registry_api import Registry
@@ -31,8 +32,7 @@ MAX_LAYERS = 1000  # cosign reads at most this many layers of a signature or att
 
 def attestation_tag(digest: str) -> str:
     """The tag cosign keeps an image's attestations under: ``sha256-<hex>.att``."""
-    algorithm, _, hex_digest = digest.partition(":")
-    return f"{algorithm}-{hex_digest}.att"
+    return digest_tag(digest, ".att")
 
 
 @dataclass(frozen=True)
