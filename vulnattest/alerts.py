@@ -447,8 +447,7 @@ class WebhookChannel:
     @property
     def redacted_url(self) -> str:
         """Scheme and host only, e.g. ``https://hooks.example.com/…``."""
-        parsed = urlparse(self.url.get_secret_value())
-        return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}/…"
+        return f"{_origin(self.url.get_secret_value())}/…"
 
     def send(self, message: Notice) -> None:
         """POST the message's JSON (with its idempotency key), retrying the request on its own while the receiver
@@ -517,9 +516,8 @@ class AlertmanagerChannel:
 
     def send(self, message: Message) -> None:
         """POST every image's alert of the message to ``/api/v2/alerts`` at once."""
-        shown = f"{urlparse(self.url).scheme}://{urlparse(self.url).netloc.rpartition('@')[2]}"
-        _post_json(self.id, self.url.rstrip("/") + "/api/v2/alerts", shown, self.alerts(message), self.timeout,
-                   self.transport, {}, "check alerts[].alertmanager")
+        _post_json(self.id, self.url.rstrip("/") + "/api/v2/alerts", _origin(self.url), self.alerts(message),
+                   self.timeout, self.transport, {}, "check alerts[].alertmanager")
 
     def alerts(self, message: Message) -> list[dict[str, Any]]:
         """The API v2 body for `message`: a list of postable alerts."""
@@ -550,6 +548,12 @@ def _severity(verdict: Verdict) -> str:
     if verdict.refused_now:
         return "critical"
     return "warning" if verdict is Verdict.EXPIRING else "error" if verdict is Verdict.UNREACHABLE else "info"
+
+
+def _origin(url: str) -> str:
+    """Scheme and host of `url`, without user info: what may be shown of an endpoint that could hold a secret."""
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}"
 
 
 def _post_json(channel: str, url: str, shown: str, body: object, timeout: float,
