@@ -49,8 +49,9 @@ async def _render(pool_name: str) -> list[dict[str, Any]]:
             work_pool = apply_values(entry["work_pool"], outputs)
             flow_name = entry["entrypoint"].rpartition(":")[2].replace("_", "-")
             flow_id = await client.create_flow_from_name(flow_name)
+            # a name of its own: the session's Prefect server may hold other tests' deployments of these flows
             deployment_id = await client.create_deployment(
-                flow_id=flow_id, name=entry["name"], work_pool_name=pool.name,
+                flow_id=flow_id, name=f"{entry['name']}-{pool_name}", work_pool_name=pool.name,
                 work_queue_name=work_pool["work_queue_name"], job_variables=work_pool["job_variables"],
                 parameters=entry["parameters"], entrypoint=entry["entrypoint"])
             deployment = await client.read_deployment(deployment_id)
