@@ -4,29 +4,53 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from deployments.serve import CHECK_CRON, SCAN_CRON, fleet_deployments
 
-PREFECT_YAML = Path(__file__).parents[2] / "deployments" / "prefect.yaml"
+ROOT = Path(__file__).parents[2]
+PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
+PREFECT_KUBERNETES_YAML = ROOT / "deployments" / "prefect-kubernetes.yaml"
 
 
-def test_prefect_yaml_deployments_point_at_real_flows_with_real_parameters():
-    spec = yaml.safe_load(PREFECT_YAML.read_text())
+@pytest.mark.parametrize(("prefect_file", "pool"), [(PREFECT_YAML, "vulnattest"),
+                                                    (PREFECT_KUBERNETES_YAML, "vulnattest-k8s")])
+def test_prefect_yaml_deployments_point_at_real_flows_with_real_parameters(prefect_file: Path, pool: str):
+    spec = yaml.safe_load(prefect_file.read_text())
     found = {}
     for deployment in spec["deployments"]:
         module, _, name = deployment["entrypoint"].partition(":")
         flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
         assert set(deployment["parameters"]) <= set(inspect.signature(flow.fn).parameters)
         assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
-        assert deployment["work_pool"]["name"] == "vulnattest"
+        assert deployment["work_pool"]["name"] == pool
+        assert (ROOT / module).is_file()  # relative to the directory the pull step sets
         [schedule] = deployment["schedules"]
         assert schedule["timezone"] == "UTC"
         found[flow.name] = schedule["cron"]
     assert found == {"scan-and-attest": SCAN_CRON, "check-freshness": CHECK_CRON}
-    assert spec["definitions"]["work_pools"]["kubernetes"]["job_variables"]["image"]
+
+
+def test_the_process_deployments_need_no_docker_and_the_kubernetes_ones_build_their_image():
+    process = yaml.safe_load(PREFECT_YAML.read_text())
+    assert not process.get("build") and not process.get("push")
+    kubernetes = yaml.safe_load(PREFECT_KUBERNETES_YAML.read_text())
+    [build], [push] = kubernetes["build"], kubernetes["push"]
+    build_step = build["prefect_docker.deployments.steps.build_docker_image"]
+    push_step = push["prefect_docker.deployments.steps.push_docker_image"]
+    assert push_step["image_name"] == f"{{{{ {build_step['id']}.image_name }}}}"
+    assert push_step["tag"] == f"{{{{ {build_step['id']}.tag }}}}"
+    pool = kubernetes["definitions"]["work_pools"]["kubernetes"]
+    assert pool["job_variables"]["image"] == f"{{{{ {build_step['id']}.image }}}}"
+    # the Job runs the image's own copy of vulnattest, at the version the image is tagged with
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert build_step["tag"] == project["version"]
+    [docker] = [dep for dep in project["optional-dependencies"]["kubernetes"] if dep.startswith("prefect-docker")]
+    assert build_step["requires"] == push_step["requires"] == docker
 
 
 def test_served_deployments_carry_schedules_limits_and_a_parameter_form():
