@@ -28,7 +28,7 @@ WIDTH, ROW_HEIGHT, LABEL_WIDTH, VERDICT_WIDTH, MARGIN = 1000, 20, 330, 100, 12
 PLOT_LEFT = MARGIN + LABEL_WIDTH
 PLOT_RIGHT = WIDTH - MARGIN - VERDICT_WIDTH
 ROWS_TOP = 112
-_NAME_CHARS = 48  # an image name longer than this is cut in the label; its full name is in the row's tooltip
+_NAME_CHARS = 48  # a longer image name is cut at its start in the label; the row's <title> and the table keep it whole
 _STEPS = tuple(timedelta(hours=h) for h in (1, 2, 3, 6, 12, 24, 48, 72, 168, 336, 720, 2160, 8760))
 _MAX_TICKS = 6
 _FONT = "font-family='DejaVu Sans, Arial, Helvetica, sans-serif' font-size='12'"
@@ -72,7 +72,7 @@ def fleet_timeline_svg(verdicts: Sequence[ImageVerdict], now: datetime, warn_bef
     Rows are worst first; past `max_rows` the rest are left out with a "+N more" note.
     """
     ordered = worst_first(verdicts)
-    shown, hidden = ordered[:max_rows], len(ordered) - min(len(ordered), max_rows)
+    shown, hidden = ordered[:max_rows], max(len(ordered) - max_rows, 0)
     moments = [now]
     for v in shown:
         moments += [t for t in (v.scan_finished, v.deadline) if t is not None]
