@@ -30,12 +30,14 @@ from vulnattest.config import DURATION_PATTERN, FleetConfig, parse_duration
 from vulnattest.freshness import FreshnessChecker, ImageVerdict, counts_text, fleet_markdown, fleet_rows
 from vulnattest.metrics import MetricsError, push_verdicts
 from vulnattest.services import Services
+from vulnattest.timeline import timeline_markdown
 
 P = ParamSpec("P")
 R = TypeVar("R")
 ARTIFACT_KEY = "check-freshness"
 WHAT_IF_ARTIFACT_KEY = "check-freshness-what-if"  # a what-if's verdicts are not the fleet's: kept apart in the UI
 TABLE_ARTIFACT_KEY = "check-freshness-fleet"  # every image, worst first
+TIMELINE_ARTIFACT_KEY = "check-freshness-timeline"  # the fleet table's rows as a picture over time
 IMAGES_PER_THREAD = 20
 MAX_CHECKS_PER_TASK = 250
 """A check costs milliseconds, a task run ~50 ms of Prefect server CPU: a small fleet gets a thread (and a task run)
@@ -115,6 +117,8 @@ def check_freshness(
                              markdown=fleet_markdown(verdicts, problems=problems), description=counts_text(verdicts))
     if not options.max_age:
         publish_table(key=TABLE_ARTIFACT_KEY, rows=fleet_rows(verdicts), description=counts_text(verdicts))
+        publish_markdown(key=TIMELINE_ARTIFACT_KEY, description=counts_text(verdicts),
+                         markdown=timeline_markdown(verdicts, datetime.now(UTC), checker.rules.warn_before))
     logger.info("%s", counts_text(verdicts))
     if problems:
         message = f"{len(problems)} problem(s) telling on-call: " + "; ".join(problems)
