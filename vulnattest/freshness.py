@@ -39,7 +39,7 @@ from vulnattest.registry_api import Registry
 from vulnattest.scanners.interface import severity_counts
 from vulnattest.scanners.trivy_report import parse_findings
 from vulnattest.signing.interface import Verifier
-from vulnattest.text import md_cell, rfc3339, short_digest
+from vulnattest.text import counts_by_initial, md_cell, rfc3339, short_digest
 from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations
 
 log = logging.getLogger(__name__)
@@ -439,8 +439,7 @@ def fleet_rows(verdicts: Sequence[ImageVerdict]) -> list[dict[str, str]]:
     return [{
         "image": v.image, "digest": short_digest(v.digest), "verdict": v.verdict.value,
         "age": format_duration(v.age) if v.age is not None else "-", "deadline": v.deadline_text(),
-        "findings C H M L U": " ".join(f"{sev[0]}{n}" for sev, n in v.last_scan.counts.items())
-        if v.last_scan and v.last_scan.counts else "-",
+        "findings C H M L U": counts_by_initial(v.last_scan.counts if v.last_scan else None),
     } for v in worst_first(verdicts)]
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vulnattest.changes import FindingsChange
-from vulnattest.text import md_cell, short_digest
+from vulnattest.text import counts_by_initial, md_cell, short_digest
 
 STAGES = ("scan", "hash", "store", "verify", "attest")
 """The task runs of one image, in order (scan resolves the tag first)."""
@@ -40,7 +40,7 @@ class ImageOutcome:
 
     def findings_text(self) -> str:
         """Findings per severity, e.g. ``C1 H2 M0 L3 U0``."""
-        return " ".join(f"{sev[0]}{n}" for sev, n in self.counts.items()) if self.counts else "-"
+        return counts_by_initial(self.counts)
 
 
 def summary_markdown(outcomes: list[ImageOutcome], title: str = "scan-and-attest") -> str:

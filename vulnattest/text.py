@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 
@@ -17,6 +18,11 @@ def short_digest(digest: str | None) -> str:
         return "-"
     algorithm, _, hex_digest = digest.rpartition(":")
     return f"{algorithm + ':' if algorithm else ''}{hex_digest[:12]}"
+
+
+def counts_by_initial(counts: Mapping[str, int] | None) -> str:
+    """Findings per severity by initial, e.g. ``C1 H2 M0 L3 U0``; ``-`` when there are none to show."""
+    return " ".join(f"{severity[0]}{n}" for severity, n in counts.items()) if counts else "-"
 
 
 def md_cell(text: str) -> str:
