@@ -40,7 +40,8 @@ from vulnattest.scanners.interface import severity_counts
 from vulnattest.scanners.trivy_report import parse_findings
 from vulnattest.signing.interface import Verifier
 from vulnattest.text import md_cell, rfc3339, short_digest
-from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations
+from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations, vex_attestations
+from vulnattest.vex import VexDocument, load_vex_documents, suppressions_for
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,8 @@ class FreshnessChecker:
     clock_skew: timedelta = MAX_CLOCK_SKEW
     layouts: tuple[str, ...] = LAYOUTS["legacy"]
     """Where attestations are read: the layouts the config writes, which its generated policy has Kyverno read."""
+    vex: tuple[tuple[str, VexDocument], ...] = ()
+    """The VEX documents the policy names, by location."""
 
     @classmethod
     def from_config(cls, config: FleetConfig, verifier: Verifier, config_path: str | None) -> FreshnessChecker:
@@ -240,6 +243,7 @@ class FreshnessChecker:
         return cls(
             rules=FreshnessRules.from_settings(config.freshness), verifier=verifier, policy=config.policy,
             commands=OnCallCommands(config_path or "fleet.yaml"), layouts=LAYOUTS[config.attach],
+            vex=tuple(load_vex_documents(config.policy.vex_locations()).items()),
         )
 
     def with_max_age(self, max_age: timedelta) -> FreshnessChecker:
@@ -264,6 +268,14 @@ class FreshnessChecker:
             return self.unreachable(image, e, now)
         resolved = ResolvedImage(image.with_digest(manifest.digest), manifest.digest, manifest.media_type,
                                  manifest.digest, size=len(manifest.body))
+        attached: list[VexDocument] = []
+        if self.policy.vex_attestations:
+            try:
+                attached = vex_attestations(client, resolved, self.verifier, self.layouts)
+            except TransientError:
+                raise
+            except RegistryError as e:
+                return self.unreachable(image, e, now, digest=manifest.digest)
         verdicts = []
         for layout in self.layouts:  # a policy reads each layout with its own verifyImages entry: each must pass
             try:
@@ -275,14 +287,16 @@ class FreshnessChecker:
                 return self.unreachable(image, e, now, digest=manifest.digest)
             except VerificationError as e:  # what Kyverno refuses outright (too many referrers, a bundle too big)
                 checks = [AttestationCheck("-", ok=False, reason=str(e), failed=Check.ENVELOPE)]
-            verdict = self.judge(str(image), manifest.digest, checks, now)
+            verdict = self.judge(str(image), manifest.digest, checks, now, attached)
             if len(self.layouts) > 1:
                 verdict = replace(verdict, reason=f"{_LAYOUT_NAMES[layout]}: {verdict.reason}")
             verdicts.append(verdict)
         return worst_first(verdicts)[0]
 
-    def judge(self, image: str, digest: str, checks: Sequence[AttestationCheck], now: datetime) -> ImageVerdict:
-        """The verdict for `image` at `digest` given the checks of its vuln attestations, as of `now`."""
+    def judge(self, image: str, digest: str, checks: Sequence[AttestationCheck], now: datetime,
+              attached: Sequence[VexDocument] = ()) -> ImageVerdict:
+        """The verdict for `image` at `digest` given the checks of its vuln attestations, as of `now`; `attached`
+        are the verified VEX documents the image carries."""
         run = self.commands.run(image)
 
         def verdict(kind: Verdict, reason: str, action: str = run, **extra: Any) -> ImageVerdict:
@@ -322,28 +336,30 @@ class FreshnessChecker:
                 reason = (f"scanned {format_duration(age)} ago, over max_age {format_duration(self.rules.max_age)}; "
                           f"admission refuses it since {rfc3339(deadline)}")
             return verdict(Verdict.STALE, reason, **timing)
-        result = self._policy(image, selected, now)
+        result = self._policy(image, digest, selected, now, attached)
         if isinstance(result, str):
             return verdict(Verdict.POLICY, result, action=self._policy_action(image), **timing)
         if not result.ok:
             shown = "; ".join(v.describe() for v in result.violations[:_SHOWN])
             more = f"; and {len(result.violations) - _SHOWN} more" if len(result.violations) > _SHOWN else ""
-            return verdict(Verdict.POLICY, f"{len(result.violations)} finding(s) violate the policy: {shown}{more}",
-                           action=self._policy_action(image), **timing)
+            return verdict(Verdict.POLICY, f"{len(result.violations)} finding(s) violate the policy: {shown}{more}"
+                           f"{_suppressed_text(result)}", action=self._policy_action(image), **timing)
         warn_at = deadline - self.rules.warn_before
         if now >= warn_at:
             return verdict(Verdict.EXPIRING, f"scanned {format_duration(age)} ago; admission refuses it from "
-                                             f"{rfc3339(deadline)}, in {format_duration(deadline - now)}", **timing)
+                                             f"{rfc3339(deadline)}, in {format_duration(deadline - now)}"
+                                             f"{_suppressed_text(result)}", **timing)
         if result.expiring:
             allowance = result.expiring[0]
             return verdict(
-                Verdict.EXPIRING, "; ".join(e.describe() for e in result.expiring),
+                Verdict.EXPIRING, "; ".join(e.describe() for e in result.expiring) + _suppressed_text(result),
                 action=f"renew or drop the allow entry {allowance.entry.id} in {self.commands.config} "
                        f"(new expiry and reason), or rebuild {image} with the fix, then `{run}`",
                 **timing,
             )
         return verdict(Verdict.FRESH, f"scanned {format_duration(age)} ago; warnings start {rfc3339(warn_at)}, "
-                                      f"admission refuses it from {rfc3339(deadline)}", action="-", **timing)
+                                      f"admission refuses it from {rfc3339(deadline)}{_suppressed_text(result)}",
+                       action="-", **timing)
 
     def unreachable(
         self, image: ImageRef, error: BaseException, now: datetime, *, digest: str | None = None,
@@ -362,8 +378,12 @@ class FreshnessChecker:
             action=f"{hint}, then `{self.commands.status(text)}`", checked_at=now, digest=digest,
         )
 
-    def _policy(self, image: str, selected: Sequence[AttestationCheck], now: datetime) -> PolicyResult | str:
-        policy = policy_for(self.policy, image)
+    def _policy(self, image: str, digest: str, selected: Sequence[AttestationCheck], now: datetime,
+                attached: Sequence[VexDocument]) -> PolicyResult | str:
+        policy = policy_for(self.policy, image, dict(self.vex))
+        if attached:  # an attached statement's products name the image by the digest it is attached to
+            policy = replace(policy, vex=policy.vex + suppressions_for(attached, ImageRef.parse(image).with_digest(
+                digest)))
         if not policy.active:
             return PolicyResult()
         result = PolicyResult()
@@ -380,6 +400,15 @@ class FreshnessChecker:
     def _policy_action(self, image: str) -> str:
         return (f"rebuild {image} with the fixed packages and run `{self.commands.run(image)}`, or accept them "
                 f"under policy.allow in {self.commands.config} with a reason and an expiry")
+
+
+def _suppressed_text(result: PolicyResult) -> str:
+    """``; VEX suppresses 1 finding(s): CVE-… in busybox: not_affected: … (VEX vex.json)``, or nothing."""
+    if not result.suppressed:
+        return ""
+    shown = "; ".join(s.describe() for s in result.suppressed[:_SHOWN])
+    more = f"; and {len(result.suppressed) - _SHOWN} more" if len(result.suppressed) > _SHOWN else ""
+    return f"; VEX suppresses {len(result.suppressed)} finding(s): {shown}{more}"
 
 
 def _failures(checks: Iterable[AttestationCheck]) -> str:

@@ -9,6 +9,7 @@ from vulnattest.attestations.attach import LayoutAttacher
 from vulnattest.config import FleetConfig
 from vulnattest.errors import VulnattestError
 from vulnattest.locks import FileLocks
+from vulnattest.policy import vex_locations_for
 from vulnattest.registry import Registries, check_pullable
 from vulnattest.scanners.interface import Scanner
 from vulnattest.scanners.trivy import TrivyScanner
@@ -88,4 +89,6 @@ def trivy_scanner(config: FleetConfig, registries: Registries) -> TrivyScanner:
         severities=trivy.severities, timeout=trivy.timeout, insecure_registries=config.insecure_registries(),
         db_repository=trivy.db_repository, server=trivy.server, token=os.environ.get(trivy.token_env) or None,
         probe=lambda image: check_pullable(registries.for_image(image.image), image),
+        vex=config.policy.vex_locations(),
+        vex_for=lambda image: vex_locations_for(config.policy, image.image),
     )

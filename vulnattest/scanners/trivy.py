@@ -115,6 +115,12 @@ class TrivyScanner:
     server: str = LOCAL_SERVER
     token: str | None = field(default=None, repr=False)
     probe: ImageProbe | None = field(default=None, repr=False)
+    vex: tuple[str, ...] = ()
+    """OpenVEX documents (files or https:// URLs) Trivy applies (``--vex``); `open` reads and checks each once."""
+    vex_for: Callable[[ResolvedImage], tuple[str, ...]] | None = field(default=None, repr=False)
+    """Which of `vex` hold for an image (default: all of them)."""
+    _vex_files: dict[str, Path] = field(default_factory=dict, init=False, repr=False)
+    _vex_dir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
     _local: TrivyServer | None = field(default=None, init=False, repr=False)
     _version: _Version | None = field(default=None, init=False, repr=False)
     _db: tuple[float, _DbMetadata] | None = field(default=None, init=False, repr=False)
@@ -135,7 +141,9 @@ class TrivyScanner:
         return self.server
 
     def open(self) -> TrivyScanner:
-        """Get ready to scan: bring the DBs up to date (outside `offline`) and start the local server, if any."""
+        """Get ready to scan: read the VEX documents, bring the DBs up to date (outside `offline`) and start the
+        local server, if any."""
+        self._load_vex()
         if not self.offline:
             if self.server == STANDALONE:
                 self._download("--download-db-only", "the vulnerability DB", "--db-repository", self.db_repository)
@@ -148,10 +156,34 @@ class TrivyScanner:
         return self
 
     def close(self) -> None:
-        """Stop the local server, if one was started."""
+        """Stop the local server, if one was started, and remove the VEX copies."""
         if self._local is not None:
             self._local.stop()
             self._local = None
+        if self._vex_dir is not None:
+            self._vex_dir.cleanup()
+            self._vex_dir, self._vex_files = None, {}
+
+    def _load_vex(self) -> None:
+        """Copy each VEX document (a URL fetched, a file read) into a directory of this scanner's, once checked as
+        OpenVEX: every scan of the run reads the same statements, and a bad document fails before any scan."""
+        if not self.vex or self._vex_dir is not None:
+            return
+        from vulnattest.vex import VexError, fetch_vex, parse_vex
+
+        self._vex_dir = tempfile.TemporaryDirectory(prefix="vulnattest-vex-")
+        for number, location in enumerate(dict.fromkeys(self.vex)):
+            if location.startswith(("https://", "http://")):
+                body = fetch_vex(location)
+            else:
+                try:
+                    body = Path(location).read_bytes()
+                except OSError as e:
+                    raise VexError(f"cannot read VEX file {location}: {e.strerror}; check policy.vex") from e
+            parse_vex(body, location)
+            copy = Path(self._vex_dir.name) / f"vex-{number}.json"
+            copy.write_bytes(body)
+            self._vex_files[location] = copy
 
     def __enter__(self) -> TrivyScanner:
         return self.open()
@@ -192,6 +224,13 @@ class TrivyScanner:
             cmd.append("--ignore-unfixed")
         if image.image.registry in self.insecure_registries:
             cmd.append("--insecure")
+        vex = self.vex_for(image) if self.vex_for is not None else self.vex
+        if vex and not self._vex_files:
+            raise ScanError("the scanner was not opened: call TrivyScanner.open() before scanning")
+        for location in vex:
+            cmd += ["--vex", str(self._vex_files[location])]
+        if vex:  # the report then lists what VEX suppressed (ExperimentalModifiedFindings), signed with the rest
+            cmd.append("--show-suppressed")
         return [*cmd, image.scan_ref]
 
     def environment(self) -> dict[str, str]:
