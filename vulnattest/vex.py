@@ -94,13 +94,20 @@ class Statement(_Model):
     """What is known of one vulnerability in some products."""
 
     vulnerability: Vulnerability
-    products: tuple[Product, ...] = Field(min_length=1)
+    products: tuple[Product, ...]
     status: Status
     justification: Justification | None = None
     impact_statement: str | None = None
     action_statement: str | None = None
     status_notes: str | None = None
     timestamp: AwareDatetime | None = None
+
+    @field_validator("products")
+    @classmethod
+    def _some_product(cls, value: tuple[Product, ...]) -> tuple[Product, ...]:
+        if not value:
+            raise ValueError("a statement names at least one product (the image, as pkg:oci/<name>@sha256:…)")
+        return value
 
     @model_validator(mode="after")
     def _not_affected_says_why(self) -> Statement:
@@ -125,8 +132,15 @@ class VexDocument(_Model):
     author: str = Field(min_length=1)
     timestamp: AwareDatetime
     version: int = Field(1, ge=1)
-    statements: tuple[Statement, ...] = Field(min_length=1)
+    statements: tuple[Statement, ...]
     source: str = Field("<vex>", exclude=True)
+
+    @field_validator("statements")
+    @classmethod
+    def _some_statement(cls, value: tuple[Statement, ...]) -> tuple[Statement, ...]:
+        if not value:
+            raise ValueError("a document holds at least one statement")
+        return value
 
     @field_validator("context")
     @classmethod
