@@ -1,0 +1,120 @@
+"""VEX at scan time: the real Trivy binary gets each document with --vex and leaves out what it suppresses."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DemoImages
+from vulnattest.demo.registry import LocalRegistry
+from vulnattest.images import ImageRef
+from vulnattest.registry import ResolvedImage, resolve
+from vulnattest.scanners.trivy import TrivyScanner
+from vulnattest.vex import VexError
+
+
+def vex_document(product: str, vulnerability: str = "CVE-2099-0001") -> dict[str, Any]:
+    return {
+        "@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/alpine", "author": "Team",
+        "timestamp": "2030-01-01T00:00:00Z", "version": 1,
+        "statements": [{"vulnerability": {"name": vulnerability}, "products": [{"@id": product}],
+                        "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path",
+                        "impact_statement": "the affected applet is never run"}],
+    }
+
+
+@pytest.fixture
+def alpine(registry: LocalRegistry, demo_images: DemoImages) -> ResolvedImage:
+    return resolve(registry.client(), ImageRef.parse(demo_images.alpine))
+
+
+@pytest.fixture
+def vex_server(tmp_path: Path) -> Iterator[str]:
+    """A loopback HTTP server for the files in tmp_path (plain http:// is allowed on this machine only)."""
+
+    class Files(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = tmp_path / self.path.lstrip("/")
+            body = path.read_bytes() if path.is_file() else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _scan(cache: Path, image: ResolvedImage, vex: tuple[str, ...], server: str) -> tuple[list[str], dict[str, Any]]:
+    with TrivyScanner(cache_dir=cache, offline=True, server=server, vex=vex) as scanner:
+        command = scanner.command(image)
+        report = scanner.scan(image)
+    assert command.count("--vex") == len(vex)
+    return command, json.loads(report.body)
+
+
+def _ids(report: dict[str, Any], key: str = "Vulnerabilities") -> set[str]:
+    found = set()
+    for result in report.get("Results") or []:
+        for item in result.get(key) or []:
+            found.add(item["VulnerabilityID"] if key == "Vulnerabilities" else item["Finding"]["VulnerabilityID"])
+    return found
+
+
+@pytest.mark.parametrize("server", ["local", "standalone"])
+def test_trivy_leaves_out_what_a_vex_file_suppresses_and_records_why(
+    alpine: ResolvedImage, trivy_cache: Path, tmp_path: Path, server: str
+):
+    without = _scan(trivy_cache, alpine, (), server)[1]
+    assert "CVE-2099-0001" in _ids(without)
+    vex = tmp_path / "alpine.vex.json"
+    vex.write_text(json.dumps(vex_document(f"pkg:oci/alpine@{alpine.digest}")))
+    command, report = _scan(trivy_cache, alpine, (str(vex),), server)
+    assert "CVE-2099-0001" not in _ids(report)
+    assert _ids(report) == _ids(without) - {"CVE-2099-0001"}
+    # the report that gets signed says what VEX suppressed, and why
+    [modified] = [m for r in report["Results"] for m in r.get("ExperimentalModifiedFindings") or []]
+    assert (modified["Status"], modified["Statement"], modified["Finding"]["VulnerabilityID"]) == (
+        "not_affected", "vulnerable_code_not_in_execute_path", "CVE-2099-0001")
+    assert "--show-suppressed" in command
+
+
+def test_a_statement_for_another_image_changes_nothing(alpine: ResolvedImage, trivy_cache: Path, tmp_path: Path):
+    vex = tmp_path / "other.vex.json"
+    vex.write_text(json.dumps(vex_document(f"pkg:oci/alpine@sha256:{'0' * 64}")))
+    assert "CVE-2099-0001" in _ids(_scan(trivy_cache, alpine, (str(vex),), "standalone")[1])
+
+
+def test_a_vex_url_is_fetched_once_for_trivy(alpine: ResolvedImage, trivy_cache: Path, tmp_path: Path,
+                                             vex_server: str):
+    (tmp_path / "alpine.vex.json").write_text(json.dumps(vex_document("pkg:oci/alpine", "CVE-2099-0003")))
+    report = _scan(trivy_cache, alpine, (f"{vex_server}/alpine.vex.json",), "standalone")[1]
+    assert "CVE-2099-0003" not in _ids(report)
+    assert "CVE-2099-0001" in _ids(report)
+    with pytest.raises(VexError, match=r"/missing\.json answered 404"):
+        TrivyScanner(cache_dir=trivy_cache, offline=True, server="standalone",
+                     vex=(f"{vex_server}/missing.json",)).open()
+
+
+def test_a_bad_vex_document_fails_before_any_scan(trivy_cache: Path, tmp_path: Path):
+    vex = tmp_path / "bad.vex.json"
+    document = vex_document("pkg:oci/alpine")
+    del document["statements"][0]["justification"], document["statements"][0]["impact_statement"]
+    vex.write_text(json.dumps(document))
+    scanner = TrivyScanner(cache_dir=trivy_cache, offline=True, server="standalone", vex=(str(vex),))
+    with pytest.raises(VexError, match=r"(?s)bad\.vex\.json: .*statements\[0\]: a not_affected statement needs a "
+                                       r"justification or an impact_statement"):
+        scanner.open()
