@@ -296,7 +296,7 @@ class FreshnessChecker:
     def judge(self, image: str, digest: str, checks: Sequence[AttestationCheck], now: datetime,
               attached: Sequence[VexDocument] = ()) -> ImageVerdict:
         """The verdict for `image` at `digest` given the checks of its vuln attestations, as of `now`; `attached`
-        are the verified VEX documents the image carries."""
+        are the verified VEX documents the image carries (admission reads them only as the scan applied them)."""
         run = self.commands.run(image)
 
         def verdict(kind: Verdict, reason: str, action: str = run, **extra: Any) -> ImageVerdict:
@@ -336,14 +336,22 @@ class FreshnessChecker:
                 reason = (f"scanned {format_duration(age)} ago, over max_age {format_duration(self.rules.max_age)}; "
                           f"admission refuses it since {rfc3339(deadline)}")
             return verdict(Verdict.STALE, reason, **timing)
-        result = self._policy(image, digest, selected, now, attached)
+        result = self._policy(image, selected, now)
         if isinstance(result, str):
             return verdict(Verdict.POLICY, result, action=self._policy_action(image), **timing)
         if not result.ok:
             shown = "; ".join(v.describe() for v in result.violations[:_SHOWN])
             more = f"; and {len(result.violations) - _SHOWN} more" if len(result.violations) > _SHOWN else ""
-            return verdict(Verdict.POLICY, f"{len(result.violations)} finding(s) violate the policy: {shown}{more}"
-                           f"{_suppressed_text(result)}", action=self._policy_action(image), **timing)
+            reason = f"{len(result.violations)} finding(s) violate the policy: {shown}{more}{_suppressed_text(result)}"
+            # the image's own VEX reaches admission through the report: Trivy applies it at the next scan
+            pending = suppressions_for(attached, ImageRef.parse(image).with_digest(digest)) if attached else ()
+            covered = [(v.finding, s) for v in result.violations for s in pending if s.covers(v.finding)]
+            if covered and len(covered) == len(result.violations):
+                return verdict(Verdict.POLICY, reason + "; the image's VEX attestations suppress every one: "
+                               + "; ".join(f"{f.vulnerability_id} ({s.reason}, {s.source})" for f, s in covered)
+                               + "; admission sees that once the image is scanned again (the scan applies them)",
+                               action=f"`{run}`", **timing)
+            return verdict(Verdict.POLICY, reason, action=self._policy_action(image), **timing)
         warn_at = deadline - self.rules.warn_before
         if now >= warn_at:
             return verdict(Verdict.EXPIRING, f"scanned {format_duration(age)} ago; admission refuses it from "
@@ -378,12 +386,8 @@ class FreshnessChecker:
             action=f"{hint}, then `{self.commands.status(text)}`", checked_at=now, digest=digest,
         )
 
-    def _policy(self, image: str, digest: str, selected: Sequence[AttestationCheck], now: datetime,
-                attached: Sequence[VexDocument]) -> PolicyResult | str:
+    def _policy(self, image: str, selected: Sequence[AttestationCheck], now: datetime) -> PolicyResult | str:
         policy = policy_for(self.policy, image, dict(self.vex))
-        if attached:  # an attached statement's products name the image by the digest it is attached to
-            policy = replace(policy, vex=policy.vex + suppressions_for(attached, ImageRef.parse(image).with_digest(
-                digest)))
         if not policy.active:
             return PolicyResult()
         result = PolicyResult()

@@ -88,6 +88,22 @@ def vex_locations_for(settings: PolicySettings, image: ImageRef | str) -> tuple[
     return tuple(dict.fromkeys([*settings.vex, *(location for o in matching for location in o.vex)]))
 
 
+def scan_vex(settings: PolicySettings, image: ImageRef | str, vex: Mapping[str, VexDocument],
+             attached: Iterable[VexDocument] = ()) -> tuple[VexDocument, ...]:
+    """The VEX documents a scan of `image` applies: those that hold for it and those it carries (`attached`), less
+    the statements on vulnerabilities its deny list names (the deny list beats VEX, and a finding Trivy drops could
+    not fail admission)."""
+    denied = policy_for(settings, image).deny
+    documents = []
+    for document in [*(vex[location] for location in vex_locations_for(settings, image)), *attached]:
+        kept = tuple(s for s in document.statements
+                     if not {s.vulnerability.name.upper(), *(a.upper() for a in s.vulnerability.aliases)} & denied)
+        if kept:
+            documents.append(document if kept == document.statements else
+                             document.model_copy(update={"statements": kept}))
+    return tuple(documents)
+
+
 def _match_names(image: ImageRef | str) -> tuple[str, ...]:
     """What an override pattern may match: the reference as written, and registry/repository[:tag] normalised."""
     text = str(image)

@@ -1,4 +1,5 @@
-"""VEX at scan time: the real Trivy binary gets each document with --vex and leaves out what it suppresses."""
+"""VEX at scan time: the real Trivy binary gets each document that holds for the image with --vex and leaves out
+what it suppresses; the config's documents are read once, before any scan."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import DemoImages
+from vulnattest.config import FleetConfig
 from vulnattest.demo.registry import LocalRegistry
 from vulnattest.images import ImageRef
-from vulnattest.registry import ResolvedImage, resolve
+from vulnattest.registry import Registries, ResolvedImage, resolve
 from vulnattest.scanners.trivy import TrivyScanner
-from vulnattest.vex import VexError
+from vulnattest.services import trivy_scanner
+from vulnattest.vex import VexDocument, VexError, load_vex
 
 
 def vex_document(product: str, vulnerability: str = "CVE-2099-0001") -> dict[str, Any]:
@@ -58,12 +61,9 @@ def vex_server(tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
-def _scan(cache: Path, image: ResolvedImage, vex: tuple[str, ...], server: str) -> tuple[list[str], dict[str, Any]]:
-    with TrivyScanner(cache_dir=cache, offline=True, server=server, vex=vex) as scanner:
-        command = scanner.command(image)
-        report = scanner.scan(image)
-    assert command.count("--vex") == len(vex)
-    return command, json.loads(report.body)
+def _scan(cache: Path, image: ResolvedImage, vex: tuple[VexDocument, ...], server: str) -> dict[str, Any]:
+    with TrivyScanner(cache_dir=cache, offline=True, server=server, vex_for=lambda _: vex) as scanner:
+        return dict(json.loads(scanner.scan(image).body))
 
 
 def _ids(report: dict[str, Any], key: str = "Vulnerabilities") -> set[str]:
@@ -78,35 +78,45 @@ def _ids(report: dict[str, Any], key: str = "Vulnerabilities") -> set[str]:
 def test_trivy_leaves_out_what_a_vex_file_suppresses_and_records_why(
     alpine: ResolvedImage, trivy_cache: Path, tmp_path: Path, server: str
 ):
-    without = _scan(trivy_cache, alpine, (), server)[1]
+    without = _scan(trivy_cache, alpine, (), server)
     assert "CVE-2099-0001" in _ids(without)
     vex = tmp_path / "alpine.vex.json"
     vex.write_text(json.dumps(vex_document(f"pkg:oci/alpine@{alpine.digest}")))
-    command, report = _scan(trivy_cache, alpine, (str(vex),), server)
+    report = _scan(trivy_cache, alpine, (load_vex(vex),), server)
     assert "CVE-2099-0001" not in _ids(report)
     assert _ids(report) == _ids(without) - {"CVE-2099-0001"}
     # the report that gets signed says what VEX suppressed, and why
     [modified] = [m for r in report["Results"] for m in r.get("ExperimentalModifiedFindings") or []]
     assert (modified["Status"], modified["Statement"], modified["Finding"]["VulnerabilityID"]) == (
         "not_affected", "vulnerable_code_not_in_execute_path", "CVE-2099-0001")
-    assert "--show-suppressed" in command
+    command = TrivyScanner(cache_dir=trivy_cache, server="standalone").command(alpine, [tmp_path / "a.json"])
+    assert command[-4:] == ["--vex", str(tmp_path / "a.json"), "--show-suppressed", alpine.scan_ref]
 
 
 def test_a_statement_for_another_image_changes_nothing(alpine: ResolvedImage, trivy_cache: Path, tmp_path: Path):
     vex = tmp_path / "other.vex.json"
     vex.write_text(json.dumps(vex_document(f"pkg:oci/alpine@sha256:{'0' * 64}")))
-    assert "CVE-2099-0001" in _ids(_scan(trivy_cache, alpine, (str(vex),), "standalone")[1])
+    assert "CVE-2099-0001" in _ids(_scan(trivy_cache, alpine, (load_vex(vex),), "standalone"))
 
 
-def test_a_vex_url_is_fetched_once_for_trivy(alpine: ResolvedImage, trivy_cache: Path, tmp_path: Path,
-                                             vex_server: str):
+def _configured(cache: Path, **policy: Any) -> TrivyScanner:
+    config = FleetConfig.model_validate({"scanner": {"trivy": {"cache_dir": str(cache), "offline": True,
+                                                               "server": "standalone"}}, "policy": policy})
+    return trivy_scanner(config, Registries())
+
+
+def test_the_configured_documents_and_urls_reach_trivy_but_not_for_denied_ids(
+    alpine: ResolvedImage, trivy_cache: Path, tmp_path: Path, vex_server: str
+):
     (tmp_path / "alpine.vex.json").write_text(json.dumps(vex_document("pkg:oci/alpine", "CVE-2099-0003")))
-    report = _scan(trivy_cache, alpine, (f"{vex_server}/alpine.vex.json",), "standalone")[1]
-    assert "CVE-2099-0003" not in _ids(report)
-    assert "CVE-2099-0001" in _ids(report)
+    (tmp_path / "busybox.vex.json").write_text(json.dumps(vex_document("pkg:oci/alpine")))
+    with _configured(trivy_cache, vex=[f"{vex_server}/alpine.vex.json", str(tmp_path / "busybox.vex.json")],
+                     deny=["CVE-2099-0001"]) as scanner:
+        report = json.loads(scanner.scan(alpine).body)
+    assert "CVE-2099-0003" not in _ids(report)  # fetched from the URL
+    assert "CVE-2099-0001" in _ids(report)  # the deny list beats VEX: Trivy never got that statement
     with pytest.raises(VexError, match=r"/missing\.json answered 404"):
-        TrivyScanner(cache_dir=trivy_cache, offline=True, server="standalone",
-                     vex=(f"{vex_server}/missing.json",)).open()
+        _configured(trivy_cache, vex=[f"{vex_server}/missing.json"])
 
 
 def test_a_bad_vex_document_fails_before_any_scan(trivy_cache: Path, tmp_path: Path):
@@ -114,7 +124,6 @@ def test_a_bad_vex_document_fails_before_any_scan(trivy_cache: Path, tmp_path: P
     document = vex_document("pkg:oci/alpine")
     del document["statements"][0]["justification"], document["statements"][0]["impact_statement"]
     vex.write_text(json.dumps(document))
-    scanner = TrivyScanner(cache_dir=trivy_cache, offline=True, server="standalone", vex=(str(vex),))
     with pytest.raises(VexError, match=r"(?s)bad\.vex\.json: .*statements\[0\]: a not_affected statement needs a "
                                        r"justification or an impact_statement"):
-        scanner.open()
+        _configured(trivy_cache, vex=[str(vex)])

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +40,7 @@ from vulnattest.localservice import PARENT_DEATH, LocalService, stop_process_gro
 from vulnattest.registry import ResolvedImage
 from vulnattest.scanners.interface import SEVERITIES, ScannerInfo, ScanReport
 from vulnattest.scanners.trivy_report import parse_findings
+from vulnattest.vex import VexDocument
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,8 @@ class TrivyScanner:
     server: str = LOCAL_SERVER
     token: str | None = field(default=None, repr=False)
     probe: ImageProbe | None = field(default=None, repr=False)
-    vex: tuple[str, ...] = ()
-    """OpenVEX documents (files or https:// URLs) Trivy applies (``--vex``); `open` reads and checks each once."""
-    vex_for: Callable[[ResolvedImage], tuple[str, ...]] | None = field(default=None, repr=False)
-    """Which of `vex` hold for an image (default: all of them)."""
-    _vex_files: dict[str, Path] = field(default_factory=dict, init=False, repr=False)
-    _vex_dir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+    vex_for: Callable[[ResolvedImage], Sequence[VexDocument]] | None = field(default=None, repr=False)
+    """The OpenVEX documents Trivy applies to an image (``--vex``): what it suppresses is left out of the report."""
     _local: TrivyServer | None = field(default=None, init=False, repr=False)
     _version: _Version | None = field(default=None, init=False, repr=False)
     _db: tuple[float, _DbMetadata] | None = field(default=None, init=False, repr=False)
@@ -141,9 +138,7 @@ class TrivyScanner:
         return self.server
 
     def open(self) -> TrivyScanner:
-        """Get ready to scan: read the VEX documents, bring the DBs up to date (outside `offline`) and start the
-        local server, if any."""
-        self._load_vex()
+        """Get ready to scan: bring the DBs up to date (outside `offline`) and start the local server, if any."""
         if not self.offline:
             if self.server == STANDALONE:
                 self._download("--download-db-only", "the vulnerability DB", "--db-repository", self.db_repository)
@@ -156,34 +151,10 @@ class TrivyScanner:
         return self
 
     def close(self) -> None:
-        """Stop the local server, if one was started, and remove the VEX copies."""
+        """Stop the local server, if one was started."""
         if self._local is not None:
             self._local.stop()
             self._local = None
-        if self._vex_dir is not None:
-            self._vex_dir.cleanup()
-            self._vex_dir, self._vex_files = None, {}
-
-    def _load_vex(self) -> None:
-        """Copy each VEX document (a URL fetched, a file read) into a directory of this scanner's, once checked as
-        OpenVEX: every scan of the run reads the same statements, and a bad document fails before any scan."""
-        if not self.vex or self._vex_dir is not None:
-            return
-        from vulnattest.vex import VexError, fetch_vex, parse_vex
-
-        self._vex_dir = tempfile.TemporaryDirectory(prefix="vulnattest-vex-")
-        for number, location in enumerate(dict.fromkeys(self.vex)):
-            if location.startswith(("https://", "http://")):
-                body = fetch_vex(location)
-            else:
-                try:
-                    body = Path(location).read_bytes()
-                except OSError as e:
-                    raise VexError(f"cannot read VEX file {location}: {e.strerror}; check policy.vex") from e
-            parse_vex(body, location)
-            copy = Path(self._vex_dir.name) / f"vex-{number}.json"
-            copy.write_bytes(body)
-            self._vex_files[location] = copy
 
     def __enter__(self) -> TrivyScanner:
         return self.open()
@@ -201,8 +172,8 @@ class TrivyScanner:
             raise TransientScanError(f"cannot download {what} into {self.cache}: {_last_lines(done.stderr)}; check "
                                      "the network, or set scanner.trivy.offline with a DB already there")
 
-    def command(self, image: ResolvedImage) -> list[str]:
-        """The exact command line that scans `image`."""
+    def command(self, image: ResolvedImage, vex_files: Sequence[Path] = ()) -> list[str]:
+        """The exact command line that scans `image`, applying the OpenVEX documents in `vex_files`."""
         cmd = [
             find_binary(self.binary), "image", "--format", "json", "--quiet", "--scanners", "vuln",
             "--image-src", "remote", "--skip-version-check", "--disable-telemetry",
@@ -224,12 +195,9 @@ class TrivyScanner:
             cmd.append("--ignore-unfixed")
         if image.image.registry in self.insecure_registries:
             cmd.append("--insecure")
-        vex = self.vex_for(image) if self.vex_for is not None else self.vex
-        if vex and not self._vex_files:
-            raise ScanError("the scanner was not opened: call TrivyScanner.open() before scanning")
-        for location in vex:
-            cmd += ["--vex", str(self._vex_files[location])]
-        if vex:  # the report then lists what VEX suppressed (ExperimentalModifiedFindings), signed with the rest
+        for path in vex_files:
+            cmd += ["--vex", str(path)]
+        if vex_files:  # the report then lists what VEX suppressed (ExperimentalModifiedFindings), signed with the rest
             cmd.append("--show-suppressed")
         return [*cmd, image.scan_ref]
 
@@ -242,10 +210,14 @@ class TrivyScanner:
         """Scan `image` and return Trivy's JSON report with the true start and finish times."""
         if self._local is not None:
             self._local.ensure_running()
-        cmd = self.command(image)
+        vex = self.vex_for(image) if self.vex_for is not None else ()
         started = datetime.now(UTC)
         clock = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="vulnattest-trivy-") as workdir:
+            vex_files = [Path(workdir) / f"vex-{number}.json" for number in range(len(vex))]
+            for path, document in zip(vex_files, vex, strict=True):
+                path.write_text(document.model_dump_json(by_alias=True, exclude_none=True))
+            cmd = self.command(image, vex_files)
             # the report goes to a file in Trivy's own directory: one read, rather than megabytes through a pipe
             output = Path(workdir) / "report.json"
             # no preexec_fn: that makes Python fork (copying this process's page tables, ~20 ms of CPU at a few
