@@ -36,12 +36,12 @@ from vulnattest.images import ImageRef
 from vulnattest.policy import PolicyResult, evaluate_report, policy_for
 from vulnattest.registry import Registries, RegistryClient, ResolvedImage
 from vulnattest.registry_api import Registry
-from vulnattest.scanners.interface import severity_counts
+from vulnattest.scanners.interface import Finding, severity_counts
 from vulnattest.scanners.trivy_report import parse_findings
 from vulnattest.signing.interface import Verifier
 from vulnattest.text import md_cell, rfc3339, short_digest
 from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations, vex_attestations
-from vulnattest.vex import VexDocument, load_vex_documents, suppressions_for
+from vulnattest.vex import Suppression, VexDocument, load_vex_documents, suppressions_for
 
 log = logging.getLogger(__name__)
 
@@ -343,14 +343,12 @@ class FreshnessChecker:
             shown = "; ".join(v.describe() for v in result.violations[:_SHOWN])
             more = f"; and {len(result.violations) - _SHOWN} more" if len(result.violations) > _SHOWN else ""
             reason = f"{len(result.violations)} finding(s) violate the policy: {shown}{more}{_suppressed_text(result)}"
-            # the image's own VEX reaches admission through the report: Trivy applies it at the next scan
-            pending = suppressions_for(attached, ImageRef.parse(image).with_digest(digest)) if attached else ()
-            covered = [(v.finding, s) for v in result.violations for s in pending if s.covers(v.finding)]
-            if covered and len(covered) == len(result.violations):
+            covered = self._pending_vex(image, digest, result, attached)
+            if covered and len(covered) == len({v.finding for v in result.violations}):
                 return verdict(Verdict.POLICY, reason + "; the image's VEX attestations suppress every one: "
-                               + "; ".join(f"{f.vulnerability_id} ({s.reason}, {s.source})" for f, s in covered)
+                               + "; ".join(f"{f.vulnerability_id} ({s.reason}, {s.source})" for f, s in covered.items())
                                + "; admission sees that once the image is scanned again (the scan applies them)",
-                               action=f"`{run}`", **timing)
+                               action=run, **timing)
             return verdict(Verdict.POLICY, reason, action=self._policy_action(image), **timing)
         warn_at = deadline - self.rules.warn_before
         if now >= warn_at:
@@ -400,6 +398,23 @@ class FreshnessChecker:
                 return (f"cannot check the policy: scanner.result of attestation {short_digest(check.layer_digest)} "
                         f"is not a Trivy report ({e})")
         return result
+
+    def _pending_vex(self, image: str, digest: str, result: PolicyResult,
+                     attached: Sequence[VexDocument]) -> dict[Finding, Suppression]:
+        """The violations the image's own VEX attestations suppress, each with its statement. Admission reads them
+        only through the report (the scan hands them to Trivy), so they wait for the next scan; the deny list beats
+        them there too."""
+        if not attached:
+            return {}
+        denied = policy_for(self.policy, image).deny
+        pending = [s for s in suppressions_for(attached, ImageRef.parse(image).with_digest(digest))
+                   if not {s.vulnerability, *s.aliases} & denied]
+        covered: dict[Finding, Suppression] = {}
+        for violation in result.violations:
+            found = next((s for s in pending if s.covers(violation.finding)), None)
+            if found is not None:
+                covered.setdefault(violation.finding, found)
+        return covered
 
     def _policy_action(self, image: str) -> str:
         return (f"rebuild {image} with the fixed packages and run `{self.commands.run(image)}`, or accept them "
