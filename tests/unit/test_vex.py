@@ -4,7 +4,8 @@ suppression shows in the policy's result and in the generated Kyverno policy."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,36 @@ def test_a_bad_document_stops_policy_generation_with_its_error(tmp_path: Path):
     (tmp_path / "app.vex.json").write_text(json.dumps(document(statement(vulnerability=None))))
     with pytest.raises(VulnattestError, match=r"(?s)app\.vex\.json: .*statements\[0\]\.vulnerability: Field required"):
         cluster_policy(config, NOW)
+
+
+def test_check_freshness_suppresses_with_the_justification_in_the_verdict_and_the_alert(tmp_path: Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.unit.test_freshness import good, policy_checker
+    from vulnattest.alerts import Alert, AlertKind
+    from vulnattest.freshness import Verdict, fleet_markdown
+    from vulnattest.signing.interface import PublicKeyVerifier, load_public_key
+
+    vex = tmp_path / "app.vex.json"
+    vex.write_text(json.dumps(document(statement(impact_statement="the httpd applet is not built"))))
+    image, digest = "registry.example/team/app:1", DIGEST
+    keys = PublicKeyVerifier([load_public_key(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), "test")])
+    checker = replace(policy_checker(keys, severity="HIGH", vex=(str(vex),)), vex=((str(vex), load_vex(vex)),))
+    suppressed = ("VEX suppresses 1 finding(s): CVE-2099-0001 in busybox: not_affected: vulnerable_code_not_present "
+                  f"(the httpd applet is not built) (VEX {vex})")
+    fresh = checker.judge(image, digest, [good(timedelta(hours=1))], NOW)
+    assert fresh.verdict is Verdict.FRESH
+    assert fresh.reason.endswith("; " + suppressed)
+    # a verdict that alerts carries it too: here a medium finding the statement does not cover fails the policy
+    medium = replace(policy_checker(keys, severity="MEDIUM", vex=(str(vex),)), vex=checker.vex)
+    failing = medium.judge(image, digest, [good(timedelta(hours=1))], NOW)
+    assert failing.verdict is Verdict.POLICY
+    assert failing.reason.startswith("1 finding(s) violate the policy: CVE-2099-0003 (MEDIUM) in zlib")
+    assert f"What broke: {failing.reason}" in Alert(AlertKind.ALERT, failing, None, NOW).text()
+    assert suppressed in Alert(AlertKind.ALERT, failing, None, NOW).text()
+    assert suppressed in fleet_markdown([failing])  # the run's fleet table
+    # the deny list beats the statement
+    denied = replace(policy_checker(keys, severity="HIGH", deny=("CVE-2099-0001",), vex=(str(vex),)), vex=checker.vex)
+    assert denied.judge(image, digest, [good(timedelta(hours=1))], NOW).verdict is Verdict.POLICY
