@@ -133,9 +133,8 @@ def _conditions(config: FleetConfig, policy: ImagePolicy, now: datetime) -> list
 
 def _allowed_ids(policy: ImagePolicy, now: datetime) -> list[str]:
     """The ids a finding over the threshold may carry: allow entries not expired at `now`, and the ids (and
-    aliases) of VEX statements on the whole image. A statement narrowed to some packages is left out (the policy
-    cannot tell one package's finding from another's by the id): Trivy applies it at the scan."""
-    vex = [name for s in policy.vex if not s.packages for name in (s.vulnerability, *s.aliases)]
+    aliases) of the VEX statements that hold for the image."""
+    vex = [name for s in policy.vex for name in (s.vulnerability, *s.aliases)]
     return sorted({*(entry.id for entry in policy.allow if entry.expires > now), *vex})
 
 

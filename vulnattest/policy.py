@@ -76,8 +76,9 @@ def policy_for(settings: PolicySettings, image: ImageRef | str,
         allow.extend(override.allow)
         deny.update(override.deny)
     documents = [vex[location] for location in vex_locations_for(settings, image) if vex and location in vex]
-    return ImagePolicy(severity, fixed_only, tuple(allow), frozenset(deny), settings.allow_warning,
-                       suppressions_for(documents, image))
+    # a statement narrowed to some packages is Trivy's to apply at the scan: admission's conditions see ids only
+    whole_image = tuple(s for s in suppressions_for(documents, image) if not s.packages)
+    return ImagePolicy(severity, fixed_only, tuple(allow), frozenset(deny), settings.allow_warning, whole_image)
 
 
 def vex_locations_for(settings: PolicySettings, image: ImageRef | str) -> tuple[str, ...]:

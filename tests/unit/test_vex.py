@@ -130,6 +130,17 @@ def test_subcomponents_match_package_purls_where_given():
     assert not narrowed.covers(Finding("CVE-2099-0001", "CRITICAL", "busybox", "1"))  # no purl: not suppressed
 
 
+def test_a_statement_narrowed_to_packages_is_left_to_the_scan(tmp_path: Path):
+    vex = tmp_path / "app.vex.json"
+    vex.write_text(json.dumps(document(statement(products=[
+        {"@id": "pkg:oci/app", "subcomponents": [{"@id": "pkg:apk/alpine/busybox"}]}]))))
+    config = parse_config(f"policy: {{severity: HIGH, vex: ['{vex}']}}")
+    # admission's conditions see ids, not packages: the judge agrees with them, and Trivy applies it at the scan
+    policy = policy_for(config.policy, IMAGE, {str(vex): load_vex(vex)})
+    assert policy.vex == ()
+    assert not evaluate(policy, [BUSYBOX], NOW).ok
+
+
 def test_the_latest_statement_on_a_vulnerability_decides():
     first = statement(timestamp="2030-01-01T00:00:00Z")
     later = statement(status="affected", justification=None, action_statement="upgrade busybox",
