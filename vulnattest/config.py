@@ -405,6 +405,24 @@ class AllowEntry(_Strict):
     expires: UtcMoment = Field(description="when the entry stops applying (a date means 00:00 UTC that day)")
 
 
+def _vex_location(value: Any) -> str:
+    """A VEX document's place: a file path, or an https:// URL (plain http:// only on this machine)."""
+    text = str(value).strip()
+    if "://" in text:
+        if urlparse(text).scheme not in ("http", "https") or not urlparse(text).hostname:
+            raise ValueError(f"unsupported VEX location {text!r}: use a file path or an https:// URL")
+        host = _clear_text_off_host(text)
+        if host is not None:
+            raise ValueError(f"the VEX document on {host} is fetched over plain http://: anyone on the way could "
+                             "add statements that hide vulnerabilities; use https://")
+    elif not text:
+        raise ValueError("empty VEX location: give a file path or an https:// URL")
+    return text
+
+
+VexLocation = Annotated[str, BeforeValidator(_vex_location)]
+
+
 class PolicyOverride(_Strict):
     """Policy changes for the images whose reference matches one of `images` (shell-style patterns)."""
 
@@ -413,6 +431,7 @@ class PolicyOverride(_Strict):
     fixed_only: bool | None = Field(None, description="replaces the fleet's fixed_only")
     allow: tuple[AllowEntry, ...] = Field((), description="added to the fleet's allow list")
     deny: tuple[VulnId, ...] = Field((), description="added to the fleet's deny list")
+    vex: tuple[VexLocation, ...] = Field((), description="OpenVEX documents added to the fleet's, for these images")
 
 
 class PolicySettings(_Strict):
@@ -426,6 +445,28 @@ class PolicySettings(_Strict):
         timedelta(days=7), description="warn this long before an allow entry an image relies on expires"
     )
     overrides: tuple[PolicyOverride, ...] = Field((), description="per-image changes, applied in order")
+    vex: tuple[VexLocation, ...] = Field(
+        (), description="OpenVEX documents (files or https:// URLs): their not_affected and fixed statements "
+                        "suppress findings in the images they name, with no expiry; scans pass them to Trivy")
+    vex_attestations: bool = Field(
+        False, description="also honour OpenVEX attestations attached to an image (predicate type "
+                           "https://openvex.dev/ns), when signed by a signer signing trusts")
+
+    def vex_locations(self) -> tuple[str, ...]:
+        """Every VEX document the config names, the fleet's and the overrides', once each, in file order."""
+        return tuple(dict.fromkeys([*self.vex, *(v for o in self.overrides for v in o.vex)]))
+
+    def resolved_against(self, base: Path) -> PolicySettings:
+        """Resolve relative VEX file paths against `base`; URLs stay as they are."""
+
+        def absolute(location: str) -> str:
+            path = Path(location).expanduser()
+            return location if "://" in location or path.is_absolute() else str((base / path).resolve())
+
+        return self.model_copy(update={
+            "vex": tuple(map(absolute, self.vex)),
+            "overrides": tuple(o.model_copy(update={"vex": tuple(map(absolute, o.vex))}) for o in self.overrides),
+        })
 
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -620,6 +661,7 @@ class FleetConfig(_Strict):
             "store": self.store.model_copy(update={"url": store_url}),
             "attach_lock_dir": absolute(self.attach_lock_dir) if self.attach_lock_dir else None,
             "signing": self.signing.resolved_against(base),
+            "policy": self.policy.resolved_against(base),
             "sources": tuple(
                 source.model_copy(update={"kubernetes": source.kubernetes.model_copy(
                     update={"kubeconfig": absolute(source.kubernetes.kubeconfig)})})

@@ -36,11 +36,12 @@ from vulnattest.images import ImageRef
 from vulnattest.policy import PolicyResult, evaluate_report, policy_for
 from vulnattest.registry import Registries, RegistryClient, ResolvedImage
 from vulnattest.registry_api import Registry
-from vulnattest.scanners.interface import severity_counts
+from vulnattest.scanners.interface import Finding, severity_counts
 from vulnattest.scanners.trivy_report import parse_findings
 from vulnattest.signing.interface import Verifier
 from vulnattest.text import counts_by_initial, md_cell, rfc3339, short_digest
-from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations
+from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations, vex_attestations
+from vulnattest.vex import Suppression, VexDocument, load_vex_documents, suppressions_for
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,8 @@ class FreshnessChecker:
     clock_skew: timedelta = MAX_CLOCK_SKEW
     layouts: tuple[str, ...] = LAYOUTS["legacy"]
     """Where attestations are read: the layouts the config writes, which its generated policy has Kyverno read."""
+    vex: tuple[tuple[str, VexDocument], ...] = ()
+    """The VEX documents the policy names, by location."""
 
     @classmethod
     def from_config(cls, config: FleetConfig, verifier: Verifier, config_path: str | None) -> FreshnessChecker:
@@ -240,6 +243,7 @@ class FreshnessChecker:
         return cls(
             rules=FreshnessRules.from_settings(config.freshness), verifier=verifier, policy=config.policy,
             commands=OnCallCommands(config_path or "fleet.yaml"), layouts=LAYOUTS[config.attach],
+            vex=tuple(load_vex_documents(config.policy.vex_locations()).items()),
         )
 
     def with_max_age(self, max_age: timedelta) -> FreshnessChecker:
@@ -264,6 +268,14 @@ class FreshnessChecker:
             return self.unreachable(image, e, now)
         resolved = ResolvedImage(image.with_digest(manifest.digest), manifest.digest, manifest.media_type,
                                  manifest.digest, size=len(manifest.body))
+        attached: list[VexDocument] = []
+        if self.policy.vex_attestations:
+            try:
+                attached = vex_attestations(client, resolved, self.verifier, self.layouts)
+            except TransientError:
+                raise
+            except RegistryError as e:
+                return self.unreachable(image, e, now, digest=manifest.digest)
         verdicts = []
         for layout in self.layouts:  # a policy reads each layout with its own verifyImages entry: each must pass
             try:
@@ -275,14 +287,16 @@ class FreshnessChecker:
                 return self.unreachable(image, e, now, digest=manifest.digest)
             except VerificationError as e:  # what Kyverno refuses outright (too many referrers, a bundle too big)
                 checks = [AttestationCheck("-", ok=False, reason=str(e), failed=Check.ENVELOPE)]
-            verdict = self.judge(str(image), manifest.digest, checks, now)
+            verdict = self.judge(str(image), manifest.digest, checks, now, attached)
             if len(self.layouts) > 1:
                 verdict = replace(verdict, reason=f"{_LAYOUT_NAMES[layout]}: {verdict.reason}")
             verdicts.append(verdict)
         return worst_first(verdicts)[0]
 
-    def judge(self, image: str, digest: str, checks: Sequence[AttestationCheck], now: datetime) -> ImageVerdict:
-        """The verdict for `image` at `digest` given the checks of its vuln attestations, as of `now`."""
+    def judge(self, image: str, digest: str, checks: Sequence[AttestationCheck], now: datetime,
+              attached: Sequence[VexDocument] = ()) -> ImageVerdict:
+        """The verdict for `image` at `digest` given the checks of its vuln attestations, as of `now`; `attached`
+        are the verified VEX documents the image carries (admission reads them only as the scan applied them)."""
         run = self.commands.run(image)
 
         def verdict(kind: Verdict, reason: str, action: str = run, **extra: Any) -> ImageVerdict:
@@ -328,22 +342,30 @@ class FreshnessChecker:
         if not result.ok:
             shown = "; ".join(v.describe() for v in result.violations[:_SHOWN])
             more = f"; and {len(result.violations) - _SHOWN} more" if len(result.violations) > _SHOWN else ""
-            return verdict(Verdict.POLICY, f"{len(result.violations)} finding(s) violate the policy: {shown}{more}",
-                           action=self._policy_action(image), **timing)
+            reason = f"{len(result.violations)} finding(s) violate the policy: {shown}{more}{_suppressed_text(result)}"
+            covered = self._pending_vex(image, digest, result, attached)
+            if covered and len(covered) == len({v.finding for v in result.violations}):
+                return verdict(Verdict.POLICY, reason + "; the image's VEX attestations suppress every one: "
+                               + "; ".join(f"{f.vulnerability_id} ({s.reason}, {s.source})" for f, s in covered.items())
+                               + "; admission sees that once the image is scanned again (the scan applies them)",
+                               action=run, **timing)
+            return verdict(Verdict.POLICY, reason, action=self._policy_action(image), **timing)
         warn_at = deadline - self.rules.warn_before
         if now >= warn_at:
             return verdict(Verdict.EXPIRING, f"scanned {format_duration(age)} ago; admission refuses it from "
-                                             f"{rfc3339(deadline)}, in {format_duration(deadline - now)}", **timing)
+                                             f"{rfc3339(deadline)}, in {format_duration(deadline - now)}"
+                                             f"{_suppressed_text(result)}", **timing)
         if result.expiring:
             allowance = result.expiring[0]
             return verdict(
-                Verdict.EXPIRING, "; ".join(e.describe() for e in result.expiring),
+                Verdict.EXPIRING, "; ".join(e.describe() for e in result.expiring) + _suppressed_text(result),
                 action=f"renew or drop the allow entry {allowance.entry.id} in {self.commands.config} "
                        f"(new expiry and reason), or rebuild {image} with the fix, then `{run}`",
                 **timing,
             )
         return verdict(Verdict.FRESH, f"scanned {format_duration(age)} ago; warnings start {rfc3339(warn_at)}, "
-                                      f"admission refuses it from {rfc3339(deadline)}", action="-", **timing)
+                                      f"admission refuses it from {rfc3339(deadline)}{_suppressed_text(result)}",
+                       action="-", **timing)
 
     def unreachable(
         self, image: ImageRef, error: BaseException, now: datetime, *, digest: str | None = None,
@@ -363,7 +385,7 @@ class FreshnessChecker:
         )
 
     def _policy(self, image: str, selected: Sequence[AttestationCheck], now: datetime) -> PolicyResult | str:
-        policy = policy_for(self.policy, image)
+        policy = policy_for(self.policy, image, dict(self.vex))
         if not policy.active:
             return PolicyResult()
         result = PolicyResult()
@@ -377,9 +399,35 @@ class FreshnessChecker:
                         f"is not a Trivy report ({e})")
         return result
 
+    def _pending_vex(self, image: str, digest: str, result: PolicyResult,
+                     attached: Sequence[VexDocument]) -> dict[Finding, Suppression]:
+        """The violations the image's own VEX attestations suppress, each with its statement. Admission reads them
+        only through the report (the scan hands them to Trivy), so they wait for the next scan; the deny list beats
+        them there too."""
+        if not attached:
+            return {}
+        denied = policy_for(self.policy, image).deny
+        pending = [s for s in suppressions_for(attached, ImageRef.parse(image).with_digest(digest))
+                   if not {s.vulnerability, *s.aliases} & denied]
+        covered: dict[Finding, Suppression] = {}
+        for violation in result.violations:
+            found = next((s for s in pending if s.covers(violation.finding)), None)
+            if found is not None:
+                covered.setdefault(violation.finding, found)
+        return covered
+
     def _policy_action(self, image: str) -> str:
         return (f"rebuild {image} with the fixed packages and run `{self.commands.run(image)}`, or accept them "
                 f"under policy.allow in {self.commands.config} with a reason and an expiry")
+
+
+def _suppressed_text(result: PolicyResult) -> str:
+    """``; VEX suppresses 1 finding(s): CVE-… in busybox: not_affected: … (VEX vex.json)``, or nothing."""
+    if not result.suppressed:
+        return ""
+    shown = "; ".join(s.describe() for s in result.suppressed[:_SHOWN])
+    more = f"; and {len(result.suppressed) - _SHOWN} more" if len(result.suppressed) > _SHOWN else ""
+    return f"; VEX suppresses {len(result.suppressed)} finding(s): {shown}{more}"
 
 
 def _failures(checks: Iterable[AttestationCheck]) -> str:

@@ -19,6 +19,7 @@ from vulnattest.scanners.interface import SEVERITIES
 from vulnattest.signing.interface import Verifier
 from vulnattest.signing.kyverno import kyverno_attestors, verifier_from_attestors
 from vulnattest.verification import BUNDLE, LAYOUTS, LEGACY
+from vulnattest.vex import VexDocument, load_vex_documents
 
 POLICY_NAME = "vulnattest-fresh-vuln-scan"
 # Trivy leaves Results out when it finds nothing to scan (a static binary on scratch): no findings, not an error;
@@ -30,7 +31,8 @@ _VULN_ID = "to_upper(VulnerabilityID || '')"
 
 def cluster_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAME,
                    enforce: bool = True) -> dict[str, Any]:
-    """The ClusterPolicy (``kyverno.io/v1``) for the fleet; allow-list entries expired at `now` are left out.
+    """The ClusterPolicy (``kyverno.io/v1``) for the fleet; allow-list entries expired at `now` are left out, and
+    the vulnerabilities VEX statements suppress for a repository's images are allowed as allow entries are.
 
     Raises VulnattestError for a policy that would refuse or mis-judge Pods: no images, no trusted signer, or
     one repository whose images fall under different vulnerability policies (admission matches an image by its
@@ -41,7 +43,7 @@ def cluster_policy(config: FleetConfig, now: datetime, *, name: str = POLICY_NAM
         raise VulnattestError("signing trusts no public key and no keyless identity, so the policy would admit no "
                               "Pod: list signing.identities (keyless) or set signing.key")
     attestors = [{"count": 1, "entries": entries}]
-    groups = _policy_groups(config)
+    groups = _policy_groups(config, load_vex_documents(config.policy.vex_locations()))
     verify_images = [
         {
             "imageReferences": sorted(dict.fromkeys(references)),
@@ -112,7 +114,7 @@ def _conditions(config: FleetConfig, policy: ImagePolicy, now: datetime) -> list
         "message": f"the vulnerability scan is older than {format_duration(config.freshness.max_age)}; "
                    "run `vulnattest run` for this image",
     }]
-    allowed = sorted(entry.id for entry in policy.allow if entry.expires > now)
+    allowed = _allowed_ids(policy, now)
     if policy.severity is not None:
         worst = SEVERITIES[: SEVERITIES.index(policy.severity) + 1]
         terms = [_any_of("Severity", worst)]
@@ -127,6 +129,13 @@ def _conditions(config: FleetConfig, policy: ImagePolicy, now: datetime) -> list
     if policy.deny:
         conditions.append(_none_match(_any_of(_VULN_ID, sorted(policy.deny)), "denied vulnerabilities found"))
     return conditions
+
+
+def _allowed_ids(policy: ImagePolicy, now: datetime) -> list[str]:
+    """The ids a finding over the threshold may carry: allow entries not expired at `now`, and the ids (and
+    aliases) of the VEX statements that hold for the image."""
+    vex = [name for s in policy.vex for name in (s.vulnerability, *s.aliases)]
+    return sorted({*(entry.id for entry in policy.allow if entry.expires > now), *vex})
 
 
 def _any_of(field: str, values: list[str] | tuple[str, ...]) -> str:
@@ -228,7 +237,7 @@ def image_validating_policy(config: FleetConfig, now: datetime, *, name: str = P
     if not entries:
         raise VulnattestError("signing trusts no public key and no keyless identity, so the policy would admit no "
                               "Pod: list signing.identities (keyless) or set signing.key")
-    groups = _policy_groups(config)
+    groups = _policy_groups(config, load_vex_documents(config.policy.vex_locations()))
     trusted_root = config.signing.trusted_root.read_text() if config.signing.trusted_root else None
     attestors = [_ivp_attestor(f"signer{i}", entry, trusted_root) for i, entry in enumerate(entries)]
     names = ", ".join(f"attestors.{a['name']}" for a in attestors)
@@ -265,20 +274,21 @@ def image_validating_policy(config: FleetConfig, now: datetime, *, name: str = P
     return policies[0] if len(policies) == 1 else {"apiVersion": "v1", "kind": "List", "items": policies}
 
 
-def _policy_groups(config: FleetConfig) -> dict[ImagePolicy, list[str]]:
-    """The fleet's image reference patterns, grouped by the vulnerability policy that holds for them."""
+def _policy_groups(config: FleetConfig, vex: Mapping[str, VexDocument]) -> dict[ImagePolicy, list[str]]:
+    """The fleet's image reference patterns, grouped by the vulnerability policy that holds for them (`vex`: the
+    policy's VEX documents, by location)."""
     if not config.images and not config.sources:
         raise VulnattestError("the config lists no images, so the policy would guard nothing: list them under images:")
     by_repository: dict[tuple[str, str], dict[ImagePolicy, list[str]]] = defaultdict(lambda: defaultdict(list))
     for ref in config.image_refs():
-        by_repository[ref.registry, ref.repository][policy_for(config.policy, ref)].append(str(ref))
+        by_repository[ref.registry, ref.repository][policy_for(config.policy, ref, vex)].append(str(ref))
     # a source's repository patterns, every tag: a Pod naming a tag the source did not select is refused, unscanned
     for source in config.sources:
         if not isinstance(source, RegistrySource):
             continue  # a cluster's images are known only at run time: the policy covers what the config names
         for pattern in source.repositories:
             name = f"{source.registry}/{pattern}"
-            by_repository[source.registry, pattern][policy_for(config.policy, name)].append(name)
+            by_repository[source.registry, pattern][policy_for(config.policy, name, vex)].append(name)
     groups: dict[ImagePolicy, list[str]] = defaultdict(list)
     for (registry, repository), policies in by_repository.items():
         if len(policies) > 1:
@@ -286,7 +296,8 @@ def _policy_groups(config: FleetConfig) -> dict[ImagePolicy, list[str]]:
             raise VulnattestError(
                 f"{registry}/{repository}: its images fall under different policies ({split}); admission can hold "
                 "a repository to one policy only (a Pod may name any tag, or a digest): make the policy.overrides "
-                f"entry match the whole repository, e.g. `{registry}/{repository}:*`"
+                f"entry match the whole repository, e.g. `{registry}/{repository}:*`, and name the whole repository "
+                "in VEX products (a purl without a digest, or the repository without a tag)"
             )
         [policy] = policies
         groups[policy].extend(_references(registry, repository))
@@ -326,7 +337,7 @@ def _ivp_findings(config: FleetConfig, policy: ImagePolicy, now: datetime) -> li
     fixed_only) that the allow list does not cover, and no denied one; ids compared upper-cased."""
     vulns = f"{_VULN_PAYLOAD}.scanner.result.?Results.orValue([])"
     checks = []
-    allowed = sorted(entry.id for entry in policy.allow if entry.expires > now)
+    allowed = _allowed_ids(policy, now)
     if policy.severity is not None:
         worst = SEVERITIES[: SEVERITIES.index(policy.severity) + 1]
         terms = [f"v.?Severity.orValue('') in {list(worst)}"]

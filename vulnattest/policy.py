@@ -3,11 +3,13 @@
 The fleet's policy comes from the config; overrides whose patterns match an image replace its threshold and extend
 its lists. A denied vulnerability fails whatever the allow list says: the deny list is the explicit, stronger
 statement. An allow entry stops applying at its expiry, and images that rely on one are flagged ahead of time.
+A VEX statement that applies to the image (see vulnattest.vex) suppresses a finding as an allow entry does, with no
+expiry; the deny list beats it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
@@ -18,6 +20,7 @@ from vulnattest.errors import ImageRefError
 from vulnattest.images import ImageRef
 from vulnattest.scanners.interface import SEVERITIES, Finding
 from vulnattest.scanners.trivy_report import parse_findings
+from vulnattest.vex import Suppression, VexDocument, suppressions_for
 
 
 def severity_rank(severity: str) -> int:
@@ -34,6 +37,7 @@ class ImagePolicy:
     allow: tuple[AllowEntry, ...] = ()
     deny: frozenset[str] = frozenset()
     allow_warning: timedelta = timedelta(days=7)
+    vex: tuple[Suppression, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -48,11 +52,19 @@ class ImagePolicy:
             parts.append(f"{len(self.allow)} allowed")
         if self.deny:
             parts.append(f"{len(self.deny)} denied")
+        if self.vex:
+            parts.append(f"{len(self.vex)} suppressed by VEX")
         return "; ".join(parts)
 
+    def suppression(self, finding: Finding) -> Suppression | None:
+        """The VEX statement that suppresses `finding` in this image, if one does."""
+        return next((s for s in self.vex if s.covers(finding)), None)
 
-def policy_for(settings: PolicySettings, image: ImageRef | str) -> ImagePolicy:
-    """The fleet policy with every override whose patterns match `image` applied, in file order."""
+
+def policy_for(settings: PolicySettings, image: ImageRef | str,
+               vex: Mapping[str, VexDocument] | None = None) -> ImagePolicy:
+    """The fleet policy with every override whose patterns match `image` applied, in file order; `vex` holds the
+    VEX documents the settings name, by location (`vulnattest.vex.load_vex_documents`)."""
     names = _match_names(image)
     severity, fixed_only = settings.severity, settings.fixed_only
     allow, deny = list(settings.allow), set(settings.deny)
@@ -63,7 +75,34 @@ def policy_for(settings: PolicySettings, image: ImageRef | str) -> ImagePolicy:
         fixed_only = override.fixed_only if override.fixed_only is not None else fixed_only
         allow.extend(override.allow)
         deny.update(override.deny)
-    return ImagePolicy(severity, fixed_only, tuple(allow), frozenset(deny), settings.allow_warning)
+    documents = [vex[location] for location in vex_locations_for(settings, image) if vex and location in vex]
+    # a statement narrowed to some packages is Trivy's to apply at the scan: admission's conditions see ids only
+    whole_image = tuple(s for s in suppressions_for(documents, image) if not s.packages)
+    return ImagePolicy(severity, fixed_only, tuple(allow), frozenset(deny), settings.allow_warning, whole_image)
+
+
+def vex_locations_for(settings: PolicySettings, image: ImageRef | str) -> tuple[str, ...]:
+    """The VEX documents that hold for `image`: the fleet's, then those of the overrides that match it."""
+    names = _match_names(image)
+    matching = [o for o in settings.overrides
+                if any(fnmatchcase(name, pattern) for pattern in o.images for name in names)]
+    return tuple(dict.fromkeys([*settings.vex, *(location for o in matching for location in o.vex)]))
+
+
+def scan_vex(settings: PolicySettings, image: ImageRef | str, vex: Mapping[str, VexDocument],
+             attached: Iterable[VexDocument] = ()) -> tuple[VexDocument, ...]:
+    """The VEX documents a scan of `image` applies: those that hold for it and those it carries (`attached`), less
+    the statements on vulnerabilities its deny list names (the deny list beats VEX, and a finding Trivy drops could
+    not fail admission)."""
+    denied = policy_for(settings, image).deny
+    documents = []
+    for document in [*(vex[location] for location in vex_locations_for(settings, image)), *attached]:
+        kept = tuple(s for s in document.statements
+                     if not {s.vulnerability.name.upper(), *(a.upper() for a in s.vulnerability.aliases)} & denied)
+        if kept:
+            documents.append(document if kept == document.statements else
+                             document.model_copy(update={"statements": kept}))
+    return tuple(documents)
 
 
 def _match_names(image: ImageRef | str) -> tuple[str, ...]:
@@ -105,12 +144,26 @@ class ExpiringAllowance:
 
 
 @dataclass(frozen=True)
+class Suppressed:
+    """A finding over the threshold that a VEX statement suppresses."""
+
+    finding: Finding
+    suppression: Suppression
+
+    def describe(self) -> str:
+        """E.g. ``CVE-2099-0001 in busybox: not_affected: vulnerable_code_not_present (VEX vex.json)``."""
+        s = self.suppression
+        return f"{self.finding.vulnerability_id} in {self.finding.package}: {s.reason} (VEX {s.source})"
+
+
+@dataclass(frozen=True)
 class PolicyResult:
     """What the policy made of one report."""
 
     violations: tuple[Violation, ...] = ()
     allowed: tuple[Finding, ...] = ()
     expiring: tuple[ExpiringAllowance, ...] = ()
+    suppressed: tuple[Suppressed, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -128,6 +181,7 @@ class PolicyResult:
             violations=tuple({(v.finding, v.why): v for v in (*self.violations, *other.violations)}.values()),
             allowed=tuple(dict.fromkeys((*self.allowed, *other.allowed))),
             expiring=_merge_expiring((*self.expiring, *other.expiring)),
+            suppressed=tuple(dict.fromkeys((*self.suppressed, *other.suppressed))),
         )
 
 
@@ -135,6 +189,7 @@ def evaluate(policy: ImagePolicy, findings: Iterable[Finding], now: datetime) ->
     """Apply `policy` to `findings` as of `now`."""
     violations: list[Violation] = []
     allowed: list[Finding] = []
+    suppressed: list[Suppressed] = []
     relied_on: dict[str, list[Finding]] = {}
     entries = {entry.id: entry for entry in sorted(policy.allow, key=lambda e: e.expires)}  # latest expiry wins
     for finding in dict.fromkeys(findings):
@@ -144,6 +199,10 @@ def evaluate(policy: ImagePolicy, findings: Iterable[Finding], now: datetime) ->
             violations.append(Violation(finding, why))
             continue
         if not _over_threshold(policy, finding):
+            continue
+        suppression = policy.suppression(finding)
+        if suppression is not None:
+            suppressed.append(Suppressed(finding, suppression))
             continue
         entry = entries.get(vuln_id)
         if entry is None:
@@ -156,7 +215,8 @@ def evaluate(policy: ImagePolicy, findings: Iterable[Finding], now: datetime) ->
             if entry.expires - now <= policy.allow_warning:
                 relied_on.setdefault(entry.id, []).append(finding)
     expiring = tuple(ExpiringAllowance(entries[vid], tuple(found)) for vid, found in relied_on.items())
-    return PolicyResult(tuple(violations), tuple(allowed), tuple(sorted(expiring, key=lambda e: e.entry.expires)))
+    return PolicyResult(tuple(violations), tuple(allowed), tuple(sorted(expiring, key=lambda e: e.entry.expires)),
+                        tuple(suppressed))
 
 
 def evaluate_report(policy: ImagePolicy, report: Any, now: datetime) -> PolicyResult:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vulnattest.attestations.attach import LayoutAttacher
 from vulnattest.config import FleetConfig
 from vulnattest.errors import VulnattestError
 from vulnattest.locks import FileLocks
-from vulnattest.registry import Registries, check_pullable
+from vulnattest.policy import scan_vex
+from vulnattest.registry import Registries, ResolvedImage, check_pullable
 from vulnattest.scanners.interface import Scanner
 from vulnattest.scanners.trivy import TrivyScanner
 from vulnattest.signing.factory import signer_from_settings, verifier_from_settings
 from vulnattest.signing.interface import Signer, Verifier
 from vulnattest.storage import ReportStore, open_store
-from vulnattest.verification import LAYOUTS
+from vulnattest.verification import LAYOUTS, vex_attestations
+from vulnattest.vex import VexDocument, load_vex_documents
 
 
 @dataclass
@@ -88,4 +91,19 @@ def trivy_scanner(config: FleetConfig, registries: Registries) -> TrivyScanner:
         severities=trivy.severities, timeout=trivy.timeout, insecure_registries=config.insecure_registries(),
         db_repository=trivy.db_repository, server=trivy.server, token=os.environ.get(trivy.token_env) or None,
         probe=lambda image: check_pullable(registries.for_image(image.image), image),
+        vex_for=_vex_for_scans(config, registries),
     )
+
+
+def _vex_for_scans(config: FleetConfig, registries: Registries) -> Callable[[ResolvedImage], Sequence[VexDocument]]:
+    """What each scan applies (`scan_vex`): the config's documents, read once now (a bad one fails before any
+    scan), and with `policy.vex_attestations`, the image's own, signed by a signer `signing` trusts."""
+    documents = load_vex_documents(config.policy.vex_locations())
+    verifier = verifier_from_settings(config.signing) if config.policy.vex_attestations else None
+
+    def documents_for(image: ResolvedImage) -> Sequence[VexDocument]:
+        attached = (vex_attestations(registries.for_image(image.image), image, verifier, LAYOUTS[config.attach])
+                    if verifier is not None else ())
+        return scan_vex(config.policy, image.image, documents, attached)
+
+    return documents_for

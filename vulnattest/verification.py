@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -29,6 +31,9 @@ from vulnattest.registry import ResolvedImage
 from vulnattest.registry_api import Registry
 from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial, Verifier
+from vulnattest.vex import OPENVEX_CONTEXT, VexDocument, VexError, parse_vex
+
+log = logging.getLogger(__name__)
 
 OLD_VULN_PREDICATE_TYPE = "cosign.sigstore.dev/attestation/vuln/v1"
 VULN_TYPES = frozenset({VULN_PREDICATE_TYPE, OLD_VULN_PREDICATE_TYPE})
@@ -300,3 +305,36 @@ def _check_envelope(
                     "would count it as zero hours old; vulnattest refuses it: a clock or a signer that lies)",
                     key_id=key.key_id, predicate=predicate)
     return AttestationCheck(layer_digest, ok=True, scan_finished=finished, key_id=key.key_id, predicate=predicate)
+
+
+def vex_attestations(client: Registry, image: ResolvedImage, verifier: Verifier,
+                     layouts: tuple[str, ...] = (LEGACY,)) -> list[VexDocument]:
+    """The OpenVEX documents attached to `image` as attestations in `layouts`, signed by a signer `verifier`
+    trusts and about this very digest; any other (unsigned, another signer, another image, not OpenVEX) is left
+    out and logged: an unverified statement could hide a vulnerability."""
+    envelopes: list[tuple[str, Envelope]] = []
+    if LEGACY in layouts:
+        for attached in read_attestations(client, image):
+            where = f"{image.image.pinned} attestation {attached.descriptor.get('digest')}"
+            with suppress(VerificationError):
+                envelopes.append((where, attached.envelope(where)))
+    if BUNDLE in layouts:
+        for bundle in read_bundles(client, image):
+            where = f"{image.image.pinned} bundle {bundle.referrer.digest}"
+            with suppress(VerificationError):
+                envelopes.append((where, bundle.envelope(where)))
+    documents = []
+    wanted = image.digest.removeprefix("sha256:")
+    for where, envelope in envelopes:
+        try:
+            statement = envelope.statement(where)
+            if not str(statement.get("predicateType", "")).startswith(OPENVEX_CONTEXT):
+                continue
+            envelope.verify_signer(verifier)
+            subjects = statement.get("subject") or []
+            if not any(isinstance(s, dict) and (s.get("digest") or {}).get("sha256") == wanted for s in subjects):
+                raise VerificationError(f"{where}: its subject is not {image.digest}")
+            documents.append(parse_vex(json.dumps(statement.get("predicate")), where))
+        except (VerificationError, VexError) as e:
+            log.warning("VEX attestation ignored: %s", e)
+    return documents

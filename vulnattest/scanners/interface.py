@@ -27,6 +27,8 @@ class Finding:
     package: str
     installed_version: str
     fixed_version: str | None = None
+    purl: str | None = None
+    """The package's purl, when the scanner gives one (VEX statements may name packages by it)."""
 
     @property
     def fixed(self) -> bool:

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +40,7 @@ from vulnattest.localservice import PARENT_DEATH, LocalService, stop_process_gro
 from vulnattest.registry import ResolvedImage
 from vulnattest.scanners.interface import SEVERITIES, ScannerInfo, ScanReport
 from vulnattest.scanners.trivy_report import parse_findings
+from vulnattest.vex import VexDocument
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class TrivyScanner:
     server: str = LOCAL_SERVER
     token: str | None = field(default=None, repr=False)
     probe: ImageProbe | None = field(default=None, repr=False)
+    vex_for: Callable[[ResolvedImage], Sequence[VexDocument]] | None = field(default=None, repr=False)
+    """The OpenVEX documents Trivy applies to an image (``--vex``): what it suppresses is left out of the report."""
     _local: TrivyServer | None = field(default=None, init=False, repr=False)
     _version: _Version | None = field(default=None, init=False, repr=False)
     _db: tuple[float, _DbMetadata] | None = field(default=None, init=False, repr=False)
@@ -169,8 +172,8 @@ class TrivyScanner:
             raise TransientScanError(f"cannot download {what} into {self.cache}: {_last_lines(done.stderr)}; check "
                                      "the network, or set scanner.trivy.offline with a DB already there")
 
-    def command(self, image: ResolvedImage) -> list[str]:
-        """The exact command line that scans `image`."""
+    def command(self, image: ResolvedImage, vex_files: Sequence[Path] = ()) -> list[str]:
+        """The exact command line that scans `image`, applying the OpenVEX documents in `vex_files`."""
         cmd = [
             find_binary(self.binary), "image", "--format", "json", "--quiet", "--scanners", "vuln",
             "--image-src", "remote", "--skip-version-check", "--disable-telemetry",
@@ -192,6 +195,10 @@ class TrivyScanner:
             cmd.append("--ignore-unfixed")
         if image.image.registry in self.insecure_registries:
             cmd.append("--insecure")
+        for path in vex_files:
+            cmd += ["--vex", str(path)]
+        if vex_files:  # the report then lists what VEX suppressed (ExperimentalModifiedFindings), signed with the rest
+            cmd.append("--show-suppressed")
         return [*cmd, image.scan_ref]
 
     def environment(self) -> dict[str, str]:
@@ -203,10 +210,14 @@ class TrivyScanner:
         """Scan `image` and return Trivy's JSON report with the true start and finish times."""
         if self._local is not None:
             self._local.ensure_running()
-        cmd = self.command(image)
+        vex = self.vex_for(image) if self.vex_for is not None else ()
         started = datetime.now(UTC)
         clock = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="vulnattest-trivy-") as workdir:
+            vex_files = [Path(workdir) / f"vex-{number}.json" for number in range(len(vex))]
+            for path, document in zip(vex_files, vex, strict=True):
+                path.write_text(document.model_dump_json(by_alias=True, exclude_none=True))
+            cmd = self.command(image, vex_files)
             # the report goes to a file in Trivy's own directory: one read, rather than megabytes through a pipe
             output = Path(workdir) / "report.json"
             # no preexec_fn: that makes Python fork (copying this process's page tables, ~20 ms of CPU at a few

@@ -37,8 +37,14 @@ def parse_findings(report: Any) -> tuple[Finding, ...]:
                 package=_text(vuln.get("PkgName")),
                 installed_version=_text(vuln.get("InstalledVersion")),
                 fixed_version=fixed if isinstance(fixed, str) and fixed else None,
+                purl=_purl(vuln.get("PkgIdentifier")),
             ))
     return tuple(findings)
+
+
+def _purl(identifier: Any) -> str | None:
+    purl = identifier.get("PURL") if isinstance(identifier, dict) else None
+    return purl if isinstance(purl, str) and purl else None
 
 
 def _text(value: Any) -> str:
