@@ -19,6 +19,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
+from prefect.events.schemas.automations import AutomationCore
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed
 
@@ -141,10 +142,10 @@ def test_a_dead_mans_switch_notifies_on_call_unless_runs_complete(
     started = time.monotonic()
     with _pointed_at(server):
         apply_automations(load_config(fleet), [shortened])
-        # check-freshness completes a run every 3 s for three windows; scan-and-attest never does
+        # check-freshness completes a run every 3 s for over two windows; scan-and-attest never does
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("check-freshness/fleet")
-            while time.monotonic() - started < 40:
+            while time.monotonic() - started < 32:
                 run = client.create_flow_run_from_deployment(deployment.id)
                 client.set_flow_run_state(run.id, Completed(), force=True)
                 time.sleep(3)
@@ -154,6 +155,11 @@ def test_a_dead_mans_switch_notifies_on_call_unless_runs_complete(
     assert subjects, "the scan-and-attest switch never fired"
     assert set(subjects) == {"vulnattest: scan-and-attest/fleet has not completed a run for 0:00:12"}
     assert "prefect deployment run scan-and-attest/fleet" in received[0]["body"]
+    # and once check-freshness stops completing, its own switch fires
+    silent = _poll(lambda: [m for m in inbox.take() if "check-freshness/fleet" in m["subject"]], "the check-freshness "
+                   "switch", timeout=120)
+    print(f"check-freshness switch fired {time.monotonic() - started:.1f} s after the switches were made")
+    assert "prefect deployment run check-freshness/fleet" in silent[0]["body"]
 
 
 def test_serve_with_automations_replaces_them_by_name(
@@ -178,7 +184,8 @@ def test_serve_with_automations_replaces_them_by_name(
     first = serve_once("first.log", "created")
     with _pointed_at(server), get_client(sync_client=True) as client:
         # a copy made by hand (another `prefect automation create`) is dropped too
-        client.create_automation(client.read_automations_by_name(shipped[0])[0])
+        [made] = client.read_automations_by_name(shipped[0])
+        client.create_automation(AutomationCore.model_validate(made.model_dump(exclude={"id"})))
     second = serve_once("second.log", "replaced")
     with _pointed_at(server), get_client(sync_client=True) as client:
         names = [a.name for a in client.read_automations()]
