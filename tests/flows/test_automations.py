@@ -31,6 +31,7 @@ from tasks.freshness import EVENT_PREFIX, emit_change_event
 from tests.integration.test_freshness import WebhookReceiver
 from vulnattest.alerts import VerdictChange
 from vulnattest.config import load_config
+from vulnattest.errors import ConfigError, VulnattestError
 from vulnattest.freshness import ImageVerdict, Verdict
 
 RESCAN = AUTOMATIONS_DIR / "rescan.yaml"
@@ -236,3 +237,21 @@ def test_the_shipped_files_name_the_served_deployments():
     assert watched == served
     assert rescan["actions"][0]["deployment_id"] in served
     assert rescan["trigger"]["expect"] == [f"{EVENT_PREFIX}.{v.value}" for v in (Verdict.EXPIRING, Verdict.MISSING)]
+
+
+def test_automations_that_cannot_notify_anyone_are_refused_before_any_is_written(
+    server: LocalPrefectServer, fleet: Path, tmp_path: Path
+):
+    no_block = tmp_path / "no-block.yaml"
+    no_block.write_text(yaml.safe_dump({"images": ["registry.example/app:1"],
+                                        "alerts": [{"webhook": "https://hooks.example/T0"}]}))
+    unknown = tmp_path / "unknown-block.yaml"
+    unknown.write_text(yaml.safe_dump({"images": ["registry.example/app:1"],
+                                       "alerts": [{"prefect_block": "custom-webhook/nobody"}]}))
+    with _pointed_at(server):
+        with pytest.raises(ConfigError, match=r"`alerts:` names none; add a channel `prefect_block: "):
+            apply_automations(load_config(no_block))
+        with pytest.raises(VulnattestError, match=r"no block custom-webhook/nobody on the Prefect server"):
+            apply_automations(load_config(unknown))
+        with get_client(sync_client=True) as client:
+            assert client.read_automations() == []
