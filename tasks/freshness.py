@@ -183,8 +183,12 @@ class PrefectBlockChannel:
         except (httpx.TransportError, NotificationError) as e:
             raise TransientAlertError(f"{self.id}: notify failed ({type(e).__name__}); see the worker's log") from None
 
+    def slug(self) -> str:
+        """The block as ``<block-type-slug>/<name>``: a bare name is looked up among the notification blocks."""
+        return self.block if "/" in self.block else self._find_slug()
+
     def _load(self) -> NotificationBlock:
-        slug = self.block if "/" in self.block else self._find_slug()
+        slug = self.slug()
         try:
             loaded = Block.load(slug)
         except ValueError as e:

@@ -30,6 +30,8 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "vulnattest")
 _PREFECT_COMMANDS = frozenset({"run", "check", "serve", "demo"})
 
 if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
     from vulnattest.freshness import ImageVerdict
     from vulnattest.kyverno import PolicyRequirements
     from vulnattest.signing.interface import Verifier
@@ -438,6 +440,10 @@ def serve(
     port: Annotated[int, typer.Option(help="port of the local Prefect server")] = 4200,
     scan_cron: Annotated[str, typer.Option(help="cron (UTC) of scan-and-attest")] = "23 1 * * *",
     check_cron: Annotated[str, typer.Option(help="cron (UTC) of check-freshness")] = "7 * * * *",
+    automations: Annotated[bool, typer.Option(
+        help="also create (or replace, by name) the Prefect Automations of deployments/automations/: dead man's "
+        "switches that notify the config's `prefect_block` channels, and a rescan of an expiring or missing "
+        "image")] = False,
 ) -> None:
     """Serve the scan-and-attest and check-freshness deployments, on their schedules, until interrupted.
 
@@ -451,11 +457,13 @@ def serve(
     from deployments.serve import fleet_deployments
 
     try:
-        load_config(config)
+        fleet = load_config(config)
         deployments = fleet_deployments(str(config.resolve()), scan_cron=scan_cron, check_cron=check_cron)
     except (VulnattestError, ValueError) as e:  # a bad config, a cron expression that is not one
         raise _fail(str(e)) from None
     if not ui and PREFECT_API_URL.value():
+        if automations:
+            _apply_automations(deployments, fleet)
         prefect_serve(*deployments)
         return
     from deployments.server import LocalPrefectServer
@@ -478,7 +486,8 @@ def serve(
         # the runner must talk to the server just started, so it runs in a child with that environment
         runner = subprocess.Popen(
             [sys.executable, "-m", "vulnattest", "serve", "--config", str(config.resolve()),
-             "--scan-cron", scan_cron, "--check-cron", check_cron], env=env,
+             "--scan-cron", scan_cron, "--check-cron", check_cron, *(["--automations"] if automations else [])],
+            env=env,
         )
         try:
             code = runner.wait()
@@ -490,6 +499,20 @@ def serve(
     finally:
         server.stop()
     raise typer.Exit(code if code >= 0 else 128 - code)  # a runner ended by a signal: the shell's convention
+
+
+def _apply_automations(deployments: list[RunnerDeployment], fleet: FleetConfig) -> None:
+    """Register `deployments`, then create or replace the automations that name them."""
+    from deployments.fleet_automations import apply_automations
+
+    for deployment in deployments:
+        deployment.apply()
+    try:
+        applied = apply_automations(fleet)
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    for name, replaced in applied:
+        console.print(f"{'replaced' if replaced else 'created'} automation {name!r}", highlight=False)
 
 
 @app.command()
