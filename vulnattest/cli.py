@@ -503,10 +503,33 @@ def serve(
 
 def _apply_automations(deployments: list[RunnerDeployment], fleet: FleetConfig) -> None:
     """Register `deployments`, then create or replace the automations that name them."""
-    from deployments.fleet_automations import apply_automations
-
     for deployment in deployments:
         deployment.apply()
+    _replace_automations(fleet)
+
+
+@app.command()
+def automations(config: ConfigOption) -> None:
+    """Create, or replace by name, the Prefect Automations of deployments/automations/ on the Prefect API in
+    PREFECT_API_URL: dead man's switches that notify the config's `prefect_block` channels when a deployment stops
+    completing, and a rescan of an expiring or missing image.
+
+    For deployments made with `prefect deploy`; they must exist first (the automations name them by id).
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    try:
+        fleet = load_config(config)
+    except VulnattestError as e:
+        raise _fail(str(e)) from None
+    if not PREFECT_API_URL.value():
+        raise _fail("PREFECT_API_URL is unset: point it at the Prefect server the deployments are on")
+    _replace_automations(fleet)
+
+
+def _replace_automations(fleet: FleetConfig) -> None:
+    from deployments.fleet_automations import apply_automations
+
     try:
         applied = apply_automations(fleet)
     except VulnattestError as e:

@@ -4,6 +4,7 @@ services): the rescan of an expiring or missing image, the dead man's switches, 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -197,6 +198,22 @@ def test_serve_with_automations_replaces_them_by_name(
     assert sorted(names) == sorted(shipped), (first[-2000:], second[-2000:])
     assert rescan.actions[0].deployment_id == scan_id  # type: ignore[union-attr]
     assert switch.actions[0].block_document_id == block_id  # type: ignore[union-attr]
+
+
+def test_the_automations_command_replaces_them_for_deployments_already_there(server: LocalPrefectServer, fleet: Path):
+    shipped = sorted(a["name"] for path in (RESCAN, DEAD_MANS_SWITCH) for a in read_automations(path))
+    env = {**os.environ, **server.environment()}
+    command = [sys.executable, "-m", "vulnattest", "automations", "--config", str(fleet)]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
+    assert sorted(re.findall(r"created automation '([^']+)'", first.stdout)) == shipped
+    assert sorted(re.findall(r"replaced automation '([^']+)'", second.stdout)) == shipped
+    with _pointed_at(server), get_client(sync_client=True) as client:
+        assert sorted(a.name for a in client.read_automations()) == shipped
+    unset = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    refused = subprocess.run(command, env=unset, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "PREFECT_API_URL is unset" in refused.stderr
 
 
 @pytest.mark.parametrize("path", [RESCAN, DEAD_MANS_SWITCH], ids=lambda p: p.name)
