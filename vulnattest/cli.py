@@ -341,10 +341,10 @@ def status(
     from vulnattest.services import Services
 
     try:
-        from vulnattest.discovery import with_discovered
+        from vulnattest.discovery import discovered_fleet
 
         fleet = load_config(config)
-        fleet = fleet.with_images(image) if image else with_discovered(fleet)
+        fleet, origins = (fleet.with_images(image), {}) if image else discovered_fleet(fleet)
         if not fleet.images:
             raise VulnattestError(f"no images to check: list them under `images:` in {config} or pass --image")
         services = Services.for_checking(fleet)
@@ -356,9 +356,9 @@ def status(
     finally:
         services.close()
     if as_json:
-        typer.echo(json.dumps([v.to_json() for v in verdicts], indent=2))
+        typer.echo(json.dumps([{**v.to_json(), "source": origins.get(v.image)} for v in verdicts], indent=2))
     else:
-        _print_verdicts(verdicts, show_all)
+        _print_verdicts(verdicts, show_all, origins if fleet.sources else None)
 
 
 @app.command()
@@ -415,18 +415,21 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _print_verdicts(verdicts: list[ImageVerdict], show_all: bool) -> None:
+def _print_verdicts(verdicts: list[ImageVerdict], show_all: bool, origins: dict[str, str] | None = None) -> None:
+    """The fleet table, worst first; with `origins`, a column saying where each image came from."""
     from vulnattest.freshness import counts_text, worst_first
 
     shown = [v for v in worst_first(verdicts) if show_all or not v.ok]
     if shown:
         table = Table(title="check-freshness: " + ("every image" if show_all else "not fresh, worst first"))
-        for column in ("verdict", "image", "age", "deadline", "reason", "action"):
+        for column in ("verdict", "image", *(["from"] if origins else []), "age", "deadline", "reason", "action"):
             table.add_column(column, overflow="fold")
         for v in shown:
             style = _VERDICT_STYLES.get(v.verdict.value, "")
             age = format_duration(v.age) if v.age is not None else "-"
-            table.add_row(f"[{style}]{v.verdict.value}[/]", v.image, age, v.deadline_text(), v.reason, v.action)
+            origin = [origins.get(v.image, "-")] if origins else []
+            table.add_row(f"[{style}]{v.verdict.value}[/]", v.image, *origin, age, v.deadline_text(), v.reason,
+                          v.action)
         console.print(table)
     all_fresh = all(v.ok for v in verdicts)
     console.print(counts_text(verdicts), style="green" if all_fresh else "red", highlight=False)

@@ -13,7 +13,7 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from vulnattest.config import ClusterSource, FleetConfig, KubernetesSelector, RegistrySource
+from vulnattest.config import ClusterSource, FleetConfig, KubernetesSelector, RegistrySource, Source
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef, is_digest_tag
 from vulnattest.registry import Registries, RegistryClient
@@ -35,23 +35,43 @@ class Discovered:
 def with_discovered(config: FleetConfig) -> FleetConfig:
     """`config` with its sources' images after its own (an image listed and found is kept once). A source whose
     registry fails is logged as an error naming it and skipped: the other sources and the listed images go on."""
+    return discovered_fleet(config)[0]
+
+
+def discovered_fleet(config: FleetConfig) -> tuple[FleetConfig, dict[str, str]]:
+    """`with_discovered(config)`, and where each of its images came from: ``images`` for those the config lists,
+    else the first source that found it (e.g. ``sources[0]: registry.example/team/*``)."""
+    origins = {str(ref): "images" for ref in config.image_refs()}
     if not config.sources:
-        return config
+        return config, origins
+    found: dict[str, None] = {}
     registries = Registries(insecure_hosts=config.insecure_registries(), timeouts=config.registry_timeouts())
-    found: list[str] = []
     try:
         for i, source in enumerate(config.sources):
             try:
                 if isinstance(source, ClusterSource):
-                    found += discover_running(source)
+                    refs = discover_running(source)
                 else:
-                    found += [d.ref for d in discover(source, registries.for_host(source.registry))]
+                    refs = [d.ref for d in discover(source, registries.for_host(source.registry))]
             except VulnattestError as e:
-                where = "a cluster" if isinstance(source, ClusterSource) else source.registry
-                log.error("sources[%d] (%s) found no images this run: %s", i, where, e)
+                log.error("sources[%d] (%s) found no images this run: %s", i, source_text(source), e)
+                continue
+            for ref in refs:
+                found[ref] = None
+                origins.setdefault(str(ImageRef.parse(ref)), f"sources[{i}]: {source_text(source)}")
     finally:
         registries.close()
-    return config.with_images(list(dict.fromkeys([*config.images, *found])))
+    return config.with_images(list(dict.fromkeys([*config.images, *found]))), origins
+
+
+def source_text(source: Source) -> str:
+    """A source in a few words: ``registry.example/team/*`` or ``cluster (namespaces a, b; tier=prod)``."""
+    if isinstance(source, RegistrySource):
+        return ", ".join(f"{source.registry}/{r}" for r in source.repositories)
+    selector = source.kubernetes
+    scope = [f"namespaces {', '.join(selector.namespaces)}" if selector.namespaces else "every namespace",
+             *([selector.label_selector] if selector.label_selector else [])]
+    return f"cluster ({'; '.join(scope)})"
 
 
 def discover(source: RegistrySource, client: RegistryClient, page_size: int = 1000) -> list[Discovered]:

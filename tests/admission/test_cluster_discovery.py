@@ -96,5 +96,5 @@ def test_a_cluster_that_refuses_is_named_and_the_rest_goes_on(
         "images": [listed], "sources": [{"kubernetes": {"kubeconfig": str(tmp_path / "kubeconfig")}}]}))
 
     assert list(found.images) == [listed]
-    assert "sources[0] (a cluster) found no images this run" in caplog.text
+    assert "sources[0] (cluster (every namespace)) found no images this run" in caplog.text
     assert "refused to list Pods (401" in caplog.text

@@ -17,7 +17,7 @@ from vulnattest.cli import app
 from vulnattest.config import FleetConfig, RegistrySource
 from vulnattest.demo.images import DEMO_ALPINE_PACKAGES, alpine_image
 from vulnattest.demo.registry import LocalRegistry, push_image
-from vulnattest.discovery import Discovered, discover, with_discovered
+from vulnattest.discovery import Discovered, discover, discovered_fleet, with_discovered
 from vulnattest.kyverno import cluster_policy
 
 
@@ -64,10 +64,13 @@ def test_a_failing_source_is_named_and_the_listed_images_go_on(catalog: str, cap
                     {"registry": catalog, "repositories": ["disc/team-a/web"], "tags": "3.*"}],
     })
 
-    fleet = with_discovered(config)
+    fleet, origins = discovered_fleet(config)
 
     assert refs(list(fleet.images), catalog) == ["disc/other/tool:1", "disc/team-a/web:3.0.0"]
-    assert "sources[0] (127.0.0.1:9) found no images this run" in caplog.text
+    assert with_discovered(config).images == fleet.images
+    assert "sources[0] (127.0.0.1:9/team/*) found no images this run" in caplog.text
+    assert origins == {f"{catalog}/disc/other/tool:1": "images",
+                       f"{catalog}/disc/team-a/web:3.0.0": f"sources[1]: {catalog}/disc/team-a/web"}
 
 
 def test_the_policy_covers_every_tag_of_a_sources_repositories(catalog: str, keypair: tuple[Path, Path]):
@@ -94,5 +97,7 @@ def test_a_newly_pushed_tag_is_scanned_and_attested_on_the_next_run(
 
     assert first.exit_code == 0 and "1 of 1 image(s) attested" in first.output, first.output
     assert second.exit_code == 0 and "2 of 2 image(s) attested" in second.output, second.output
-    verdicts = {(v["image"].removeprefix(f"{registry.host}/"), v["verdict"]) for v in json.loads(status.stdout)}
-    assert verdicts == {("disc/grow/app:1.0.0", "fresh"), ("disc/grow/app:1.1.0", "fresh")}
+    verdicts = {(v["image"].removeprefix(f"{registry.host}/"), v["verdict"], v["source"])
+                for v in json.loads(status.stdout)}
+    found_by = f"sources[0]: {registry.host}/disc/grow/*"
+    assert verdicts == {("disc/grow/app:1.0.0", "fresh", found_by), ("disc/grow/app:1.1.0", "fresh", found_by)}
