@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from vulnattest.errors import (
     NotFoundError,
@@ -26,6 +27,7 @@ from vulnattest.errors import (
 )
 from vulnattest.images import DOCKER_HUB, ImageRef
 from vulnattest.retrying import REQUEST_RETRIES, RetryPolicy
+from vulnattest.wire import Descriptor, ErrorAnswer, ManifestDocument, Platform, TokenAnswer, first_error
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,15 @@ class Manifest:
             raise RegistryError(f"manifest {self.digest} is not a JSON object")
         return parsed
 
+    def document(self) -> ManifestDocument:
+        """The manifest or index its model reads (a part that does not fit is absent); RegistryError for a body
+        that is no JSON object."""
+        try:
+            return ManifestDocument.read_json(self.body)
+        except ValidationError as e:
+            what = "not a JSON object" if e.errors()[0]["type"] == "model_type" else f"not JSON: {first_error(e)}"
+            raise RegistryError(f"manifest {self.digest} is {what}") from None
+
     @property
     def is_index(self) -> bool:
         """True for a multi-platform index or manifest list."""
@@ -173,7 +184,7 @@ class RegistryClient:
             raise RegistryError(f"{self.host}/{repository}@{reference}: registry served a manifest hashing to {digest}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if not media_type or media_type == "application/json":  # the body says (a body that is not JSON: an error)
-            media_type = str(Manifest(digest, media_type, body).json().get("mediaType", OCI_MANIFEST))
+            media_type = Manifest(digest, media_type, body).document().media_type or OCI_MANIFEST
         return Manifest(digest=digest, media_type=media_type, body=body)
 
     def find_manifest(self, repository: str, reference: str) -> Manifest | None:
@@ -199,7 +210,7 @@ class RegistryClient:
                                  headers={"Content-Type": OCI_MANIFEST}, what=f"{self.host}/{repository}@{digest}")
         return digest, "oci-subject" in response.headers
 
-    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
+    def referrers(self, repository: str, digest: str) -> list[Descriptor] | None:
         """The descriptors of `digest`'s referrers from the referrers API, or None when the registry has no such
         API (it answers 404, as distribution 2.8 does)."""
         what = f"{self.host}/{repository}@{digest} referrers"
@@ -209,10 +220,10 @@ class RegistryClient:
         except NotFoundError:
             return None
         try:
-            manifests = response.json().get("manifests") or []
-        except (ValueError, AttributeError) as e:
-            raise RegistryError(f"{what}: the registry answered what is not an OCI index") from e
-        return [m for m in manifests if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+            manifests = ManifestDocument.read_json(response.content).manifests
+        except ValidationError as e:
+            raise RegistryError(f"{what}: the registry answered what is not an OCI index ({first_error(e)})") from None
+        return [m for m in manifests or [] if m is not None and m.digest]
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (the registry must allow deletes)."""
@@ -428,7 +439,12 @@ class RegistryClient:
             raise RegistryAuthError(
                 f"{what}: token service refused ({answer.status_code}); run `docker login {self.host}`"
             )
-        token = _token_of(answer)
+        try:
+            token = TokenAnswer.read_json(answer.content).bearer
+        except ValidationError as e:
+            raise RegistryError(f"{what}: token service {realm} answered what is no token ({first_error(e)}; status "
+                                f"{answer.status_code}, {answer.headers.get('content-type', 'no content type')}); "
+                                "check the registry's auth setup") from None
         if not token:
             raise RegistryError(f"{what}: token service {realm} answered without a token (status "
                                 f"{answer.status_code}, {answer.headers.get('content-type', 'no content type')}); "
@@ -447,18 +463,6 @@ def _tls_failed(error: BaseException) -> bool:
     return False
 
 
-def _token_of(answer: httpx.Response) -> str | None:
-    """The bearer token of a token service's answer (``token``, or OAuth2's ``access_token``), if it holds one."""
-    try:
-        body = answer.json()
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    token = body.get("token") or body.get("access_token")
-    return token if isinstance(token, str) and token else None
-
-
 def _scope_for(path: str, method: str) -> str:
     match = re.search(r"/v2/(.+?)/(?:manifests|blobs|tags|referrers)/", path)
     if not match:
@@ -469,9 +473,8 @@ def _scope_for(path: str, method: str) -> str:
 
 def _error_detail(response: httpx.Response) -> str:
     try:
-        errors = response.json().get("errors") or []
-        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.reason_phrase
-    except ValueError:
+        return ErrorAnswer.read_json(response.content).detail() or response.reason_phrase
+    except ValidationError:
         return response.reason_phrase
 
 
@@ -540,20 +543,16 @@ def resolve(client: RegistryClient, image: ImageRef, platform: str = "linux/amd6
     if not manifest.is_index:
         return ResolvedImage(pinned, manifest.digest, manifest.media_type, manifest.digest, size=size)
     wanted = platform.split("/")
-    entries = [m for m in manifest.json().get("manifests") or [] if isinstance(m, dict)]
+    entries = [m for m in manifest.document().manifests or [] if m is not None]
     for entry in entries:
-        plat = entry.get("platform") or {}
-        have = [plat.get("os"), plat.get("architecture")] + ([plat["variant"]] if plat.get("variant") else [])
+        plat = entry.platform or Platform()
+        have = [plat.os, plat.architecture] + ([plat.variant] if plat.variant else [])
         if have[: len(wanted)] == wanted and len(wanted) >= 2:
-            digest = entry.get("digest")
-            if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            if not entry.digest.startswith("sha256:"):
                 raise RegistryError(f"{pinned.pinned}: its index names a {platform} manifest without a sha256 digest; "
                                     "the index is broken: push the image again")
-            return ResolvedImage(pinned, manifest.digest, manifest.media_type, digest, platform, size)
-    available = sorted(
-        "/".join(filter(None, [p.get("os"), p.get("architecture"), p.get("variant")]))
-        for p in (m.get("platform") or {} for m in entries)
-    )
+            return ResolvedImage(pinned, manifest.digest, manifest.media_type, entry.digest, platform, size)
+    available = sorted(m.platform.name() for m in entries if m.platform is not None)
     raise RegistryError(
         f"{pinned.pinned} has no {platform} manifest (it has: {', '.join(available) or 'none'}); "
         "set `platform` in the config to one of those"
@@ -563,12 +562,10 @@ def resolve(client: RegistryClient, image: ImageRef, platform: str = "linux/amd6
 def check_pullable(client: RegistryClient, image: ResolvedImage) -> None:
     """Check the registry serves the manifest `image` scans and every blob it names (HEAD, no download); raise the
     registry's own error (not found, denied, failing) when it does not."""
-    manifest = client.get_manifest(image.image.repository, image.scan_digest).json()
-    descriptors = [manifest.get("config"), *(manifest.get("layers") or [])]
-    for descriptor in descriptors:
-        digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
-        if not isinstance(digest, str):
+    manifest = client.get_manifest(image.image.repository, image.scan_digest).document()
+    for descriptor in [manifest.config, *(manifest.layers or [])]:
+        if descriptor is None or not descriptor.digest:
             raise RegistryError(f"{image.image.name}@{image.scan_digest}: the manifest names a blob without a digest")
-        if not client.has_blob(image.image.repository, digest):
-            raise NotFoundError(f"{image.image.name}@{image.scan_digest}: blob {digest} is missing from the registry; "
-                                "push the image again")
+        if not client.has_blob(image.image.repository, descriptor.digest):
+            raise NotFoundError(f"{image.image.name}@{image.scan_digest}: blob {descriptor.digest} is missing from "
+                                "the registry; push the image again")
