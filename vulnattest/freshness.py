@@ -41,6 +41,7 @@ from vulnattest.scanners.trivy_report import parse_findings
 from vulnattest.signing.interface import Verifier
 from vulnattest.text import md_cell, rfc3339, short_digest
 from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations
+from vulnattest.wire import PredicateScanner, VulnPredicate
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +125,19 @@ class LastScan:
     @classmethod
     def from_predicate(cls, predicate: dict[str, Any], finished: datetime) -> LastScan:
         """Read scanner, findings and stored report from a vuln predicate; a part that does not parse is left out."""
-        scanner = _mapping(predicate, "scanner")
-        name = str(scanner.get("uri") or "").removeprefix("pkg:github/").split("@")[0].rpartition("/")[2]
-        version = str(scanner.get("version") or "")
+        read = VulnPredicate.read(predicate)
+        scanner = read.scanner or PredicateScanner()
+        name = scanner.uri.removeprefix("pkg:github/").split("@")[0].rpartition("/")[2]
         counts: dict[str, int] | None
         try:
-            counts = severity_counts(parse_findings(scanner.get("result")))
+            counts = severity_counts(parse_findings(scanner.result))
         except ScanError:
             counts = None
-        report = _mapping(_mapping(_mapping(predicate, "invocation"), "parameters"), "report")
         return cls(
             finished=finished,
-            scanner=" ".join(filter(None, (name, version))) or None,
+            scanner=" ".join(filter(None, (name, scanner.version))) or None,
             counts=counts,
-            report_uri=str(report["uri"]) if report.get("uri") else None,
+            report_uri=read.report_uri or None,
         )
 
     def describe(self) -> str:
@@ -368,9 +368,9 @@ class FreshnessChecker:
             return PolicyResult()
         result = PolicyResult()
         for check in selected:
-            scanner = (check.predicate or {}).get("scanner")
+            scanner = VulnPredicate.read(check.predicate or {}).scanner
             try:
-                report = scanner.get("result") if isinstance(scanner, dict) else None
+                report = scanner.result if scanner else None
                 result = result.merged(evaluate_report(policy, report, now))
             except ScanError as e:
                 return (f"cannot check the policy: scanner.result of attestation {short_digest(check.layer_digest)} "
@@ -501,10 +501,3 @@ def _probe_error(client: RegistryClient) -> VulnattestError | None:
         log.warning("registry %s is unreachable: %s", client.host, e)
         return e
     return None
-
-
-def _mapping(parent: dict[str, Any], key: str) -> dict[str, Any]:
-    value = parent.get(key)
-    return value if isinstance(value, dict) else {}
-
-

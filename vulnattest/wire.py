@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     model_validator,
@@ -45,6 +46,10 @@ GoMap = Annotated[dict[str, Any], BeforeValidator(_go_map)]
 """A JSON object read as Go fills a ``map[string]…``: exact keys, the last duplicate winning."""
 
 
+_READING: dict[str, bool] = {"wire": True}
+"""The validation context of data read off the wire (its nulls are absent fields)."""
+
+
 class Wire(BaseModel):
     """Base of every wire model: Go's struct decoding (see the module), aliases on the wire, Python names in code."""
 
@@ -53,23 +58,23 @@ class Wire(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _as_go_reads(cls, data: Any) -> Any:
+    def _as_go_reads(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, GoObject):
             found = ((alias, data.field(alias)) for alias in (f.alias or name for name, f in cls.model_fields.items()))
             return {alias: value for alias, value in found if value is not None}
-        if isinstance(data, dict):
+        if isinstance(data, dict) and info.context is _READING:  # a model built in code keeps the None it was given
             return {key: value for key, value in data.items() if value is not None}
         return data
 
     @classmethod
     def read(cls, data: object) -> Self:
         """Validate decoded JSON (a dict, or a `GoObject` read as Go reads a struct); raise ValidationError."""
-        return cls.model_validate(data, by_alias=True, by_name=False)
+        return cls.model_validate(data, by_alias=True, by_name=False, context=_READING)
 
     @classmethod
     def read_json(cls, data: bytes | str) -> Self:
         """Validate JSON text by exact keys; raise ValidationError (a body that is not JSON included)."""
-        return cls.model_validate_json(data, by_alias=True, by_name=False)
+        return cls.model_validate_json(data, by_alias=True, by_name=False, context=_READING)
 
     def to_json(self) -> bytes:
         """Compact JSON of the fields that were set, by their wire names, in the model's order."""
