@@ -25,6 +25,7 @@ from vulnattest.config import FleetConfig, FreshnessSettings, PolicySettings, fo
 from vulnattest.errors import (
     NotFoundError,
     RegistryError,
+    RegistryUnreachableError,
     ScanError,
     TransientError,
     TransientRegistryError,
@@ -351,10 +352,9 @@ class FreshnessChecker:
     ) -> ImageVerdict:
         """The verdict for an image whose registry failed (after retries, where the caller retries)."""
         text, host = str(image), image.registry
-        if hint is None:
-            message = str(error)
-            hint = (f"run `docker login {host}`" if "access denied" in message or "wants a login" in message
-                    else f"check that {host} is up and reachable from here")
+        if hint is None:  # the kind of failure says what to do; a failure of unknown kind: check the registry
+            hint = (error.hint if isinstance(error, VulnattestError) else "") or (
+                f"check that {host} is up and reachable from here")
         # our errors say what happened; anything else (a bug) is named by its type too
         reason = str(error) if isinstance(error, VulnattestError) else f"{type(error).__name__}: {error}"
         return ImageVerdict(
@@ -454,9 +454,9 @@ def probe_registry(client: RegistryClient, timeout: float = 10.0) -> None:
     try:
         status = client.api_status(timeout)
     except httpx.TransportError as e:
-        raise TransientRegistryError(
+        raise RegistryUnreachableError(
             f"{client.host}: cannot reach {url} ({type(e).__name__}); check the host, the port and "
-            "`registries.<host>.insecure` in the config"
+            "`registries.<host>.insecure` in the config", registry=client.host,
         ) from e
     except httpx.RequestError as e:  # too many redirects, say: whatever answers is not a registry
         raise RegistryError(f"{client.host}: {url} answered in a way no registry does ({type(e).__name__})") from e

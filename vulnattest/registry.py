@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import re
 import ssl
@@ -12,7 +11,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from pydantic import ValidationError
@@ -21,6 +19,7 @@ from vulnattest.errors import (
     NotFoundError,
     RegistryAuthError,
     RegistryError,
+    RegistryUnreachableError,
     TransientRegistryError,
     is_transient_status,
     retry_after_seconds,
@@ -93,16 +92,6 @@ class Manifest:
     digest: str
     media_type: str
     body: bytes
-
-    def json(self) -> dict[str, Any]:
-        """Parse the manifest body."""
-        try:
-            parsed = json.loads(self.body)
-        except ValueError as e:
-            raise RegistryError(f"manifest {self.digest} is not JSON: {e}") from e
-        if not isinstance(parsed, dict):
-            raise RegistryError(f"manifest {self.digest} is not a JSON object")
-        return parsed
 
     def document(self) -> ManifestDocument:
         """The manifest or index its model reads (a part that does not fit is absent); RegistryError for a body
@@ -344,7 +333,7 @@ class RegistryClient:
         if status in (401, 403):
             raise RegistryAuthError(
                 f"{what}: access denied ({status}, {detail}); run `docker login {self.host}` with an account that "
-                f"may {method} here"
+                f"may {method} here", registry=self.host,
             )
         raise RegistryError(f"{what}: registry answered {status} ({detail})")
 
@@ -364,9 +353,9 @@ class RegistryClient:
             except httpx.TransportError as e:
                 if _tls_failed(e) and not path.startswith(("http://", "https://")) and self._fall_back():
                     continue
-                raise TransientRegistryError(
+                raise RegistryUnreachableError(
                     f"{what}: cannot reach {self.base_url} ({type(e).__name__}: {e}); check the host, port and "
-                    "`registries.<host>.insecure` in the config"
+                    "`registries.<host>.insecure` in the config", registry=self.host,
                 ) from e
             except httpx.RequestError as e:  # too many redirects, a body that does not decode: the answer is wrong
                 raise RegistryError(f"{what}: {self.base_url} answered in a way no registry does "
@@ -412,7 +401,8 @@ class RegistryClient:
         creds = self._credentials
         if scheme == "basic":
             if creds is None:
-                raise RegistryAuthError(f"{what}: registry wants a login; run `docker login {self.host}`")
+                raise RegistryAuthError(f"{what}: registry wants a login; run `docker login {self.host}`",
+                                        registry=self.host)
             basic = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             self._tokens[scope] = f"Basic {basic}"
             return
@@ -428,7 +418,8 @@ class RegistryClient:
             request = self._http.build_request("GET", realm, params=params, headers={"Accept-Encoding": "identity"})
             answer = self._bounded(self._http.send(request, auth=auth, stream=True), MAX_MANIFEST_BYTES, what)
         except httpx.TransportError as e:
-            raise TransientRegistryError(f"{what}: cannot reach token service {realm} ({type(e).__name__})") from e
+            raise RegistryUnreachableError(f"{what}: cannot reach token service {realm} ({type(e).__name__})",
+                                           registry=self.host) from e
         except httpx.RequestError as e:
             raise RegistryError(f"{what}: token service {realm} answered in a way none does ({type(e).__name__})"
                                 ) from e
@@ -437,7 +428,8 @@ class RegistryClient:
                                          retry_after=retry_after_seconds(answer.headers.get("retry-after")))
         if answer.status_code >= 400:
             raise RegistryAuthError(
-                f"{what}: token service refused ({answer.status_code}); run `docker login {self.host}`"
+                f"{what}: token service refused ({answer.status_code}); run `docker login {self.host}`",
+                registry=self.host,
             )
         try:
             token = TokenAnswer.read_json(answer.content).bearer
