@@ -25,7 +25,15 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class VulnattestError(Exception):
-    """Root of every error vulnattest raises; the message names the object and what to do next."""
+    """Root of every error vulnattest raises; the message names the object and what to do next.
+
+    `hint` is what to do next where the kind of failure alone says it (a subclass per such cause); empty otherwise,
+    the message being all there is to go on."""
+
+    @property
+    def hint(self) -> str:
+        """What to do next, from the kind of failure; empty when only the message can say."""
+        return ""
 
 
 class TransientError(VulnattestError):
@@ -41,6 +49,11 @@ class TransientError(VulnattestError):
 class ConfigError(VulnattestError):
     """The fleet configuration is invalid."""
 
+    @property
+    def hint(self) -> str:
+        """Fix the file."""
+        return "fix the configuration where the message points, then run the command again"
+
 
 class ImageRefError(VulnattestError):
     """An image reference does not parse."""
@@ -54,8 +67,30 @@ class TransientRegistryError(RegistryError, TransientError):
     """The registry failed in a way that may pass: 429, 5xx, timeout, connection reset."""
 
 
+class RegistryUnreachableError(TransientRegistryError):
+    """Nothing answers at the registry's address (refused, reset, timed out, a failed TLS handshake)."""
+
+    def __init__(self, message: str, *, registry: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.registry = registry
+
+    @property
+    def hint(self) -> str:
+        """Check the registry and the way to it."""
+        return f"check that {self.registry} is up and reachable from here"
+
+
 class RegistryAuthError(RegistryError):
     """The registry wants credentials it was not given, or refused the ones it was given."""
+
+    def __init__(self, message: str, *, registry: str) -> None:
+        super().__init__(message)
+        self.registry = registry
+
+    @property
+    def hint(self) -> str:
+        """Log in to the registry."""
+        return f"run `docker login {self.registry}`"
 
 
 class NotFoundError(RegistryError):
@@ -85,9 +120,24 @@ class TransientStoreError(StoreError, TransientError):
 class TamperError(VulnattestError):
     """A stored report does not hash to the value computed before it was stored."""
 
+    @property
+    def hint(self) -> str:
+        """Someone else writes to the store."""
+        return "find out who else can write to the report store, then run the image again"
+
 
 class SigningError(VulnattestError):
     """A key could not be loaded or a payload could not be signed."""
+
+
+class KeyPasswordError(SigningError):
+    """The signing key is encrypted and no password, or a wrong one, was given."""
+
+    @property
+    def hint(self) -> str:
+        """Give the key's password."""
+        return ("set VULNATTEST_KEY_PASSWORD (COSIGN_PASSWORD for a cosign.key), or the Secret block "
+                "signing.password_secret names, to the key's password")
 
 
 class VerificationError(VulnattestError):

@@ -25,6 +25,7 @@ from vulnattest.config import FleetConfig, FreshnessSettings, PolicySettings, fo
 from vulnattest.errors import (
     NotFoundError,
     RegistryError,
+    RegistryUnreachableError,
     ScanError,
     TransientError,
     TransientRegistryError,
@@ -42,6 +43,7 @@ from vulnattest.signing.interface import Verifier
 from vulnattest.text import counts_by_initial, md_cell, rfc3339, short_digest
 from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations, vex_attestations
 from vulnattest.vex import Suppression, VexDocument, load_vex_documents, suppressions_for
+from vulnattest.wire import PredicateScanner, VulnPredicate
 
 log = logging.getLogger(__name__)
 
@@ -125,20 +127,19 @@ class LastScan:
     @classmethod
     def from_predicate(cls, predicate: dict[str, Any], finished: datetime) -> LastScan:
         """Read scanner, findings and stored report from a vuln predicate; a part that does not parse is left out."""
-        scanner = _mapping(predicate, "scanner")
-        name = str(scanner.get("uri") or "").removeprefix("pkg:github/").split("@")[0].rpartition("/")[2]
-        version = str(scanner.get("version") or "")
+        read = VulnPredicate.read(predicate)
+        scanner = read.scanner or PredicateScanner()
+        name = scanner.uri.removeprefix("pkg:github/").split("@")[0].rpartition("/")[2]
         counts: dict[str, int] | None
         try:
-            counts = severity_counts(parse_findings(scanner.get("result")))
+            counts = severity_counts(parse_findings(scanner.result))
         except ScanError:
             counts = None
-        report = _mapping(_mapping(_mapping(predicate, "invocation"), "parameters"), "report")
         return cls(
             finished=finished,
-            scanner=" ".join(filter(None, (name, version))) or None,
+            scanner=" ".join(filter(None, (name, scanner.version))) or None,
             counts=counts,
-            report_uri=str(report["uri"]) if report.get("uri") else None,
+            report_uri=read.report_uri or None,
         )
 
     def describe(self) -> str:
@@ -373,10 +374,9 @@ class FreshnessChecker:
     ) -> ImageVerdict:
         """The verdict for an image whose registry failed (after retries, where the caller retries)."""
         text, host = str(image), image.registry
-        if hint is None:
-            message = str(error)
-            hint = (f"run `docker login {host}`" if "access denied" in message or "wants a login" in message
-                    else f"check that {host} is up and reachable from here")
+        if hint is None:  # the kind of failure says what to do; a failure of unknown kind: check the registry
+            hint = (error.hint if isinstance(error, VulnattestError) else "") or (
+                f"check that {host} is up and reachable from here")
         # our errors say what happened; anything else (a bug) is named by its type too
         reason = str(error) if isinstance(error, VulnattestError) else f"{type(error).__name__}: {error}"
         return ImageVerdict(
@@ -390,9 +390,9 @@ class FreshnessChecker:
             return PolicyResult()
         result = PolicyResult()
         for check in selected:
-            scanner = (check.predicate or {}).get("scanner")
+            scanner = VulnPredicate.read(check.predicate or {}).scanner
             try:
-                report = scanner.get("result") if isinstance(scanner, dict) else None
+                report = scanner.result if scanner else None
                 result = result.merged(evaluate_report(policy, report, now))
             except ScanError as e:
                 return (f"cannot check the policy: scanner.result of attestation {short_digest(check.layer_digest)} "
@@ -501,9 +501,9 @@ def probe_registry(client: RegistryClient, timeout: float = 10.0) -> None:
     try:
         status = client.api_status(timeout)
     except httpx.TransportError as e:
-        raise TransientRegistryError(
+        raise RegistryUnreachableError(
             f"{client.host}: cannot reach {url} ({type(e).__name__}); check the host, the port and "
-            "`registries.<host>.insecure` in the config"
+            "`registries.<host>.insecure` in the config", registry=client.host,
         ) from e
     except httpx.RequestError as e:  # too many redirects, say: whatever answers is not a registry
         raise RegistryError(f"{client.host}: {url} answered in a way no registry does ({type(e).__name__})") from e
@@ -548,10 +548,3 @@ def _probe_error(client: RegistryClient) -> VulnattestError | None:
         log.warning("registry %s is unreachable: %s", client.host, e)
         return e
     return None
-
-
-def _mapping(parent: dict[str, Any], key: str) -> dict[str, Any]:
-    value = parent.get(key)
-    return value if isinstance(value, dict) else {}
-
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import re
 import ssl
@@ -12,20 +11,22 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from vulnattest.errors import (
     NotFoundError,
     RegistryAuthError,
     RegistryError,
+    RegistryUnreachableError,
     TransientRegistryError,
     is_transient_status,
     retry_after_seconds,
 )
 from vulnattest.images import DOCKER_HUB, ImageRef
 from vulnattest.retrying import REQUEST_RETRIES, RetryPolicy
+from vulnattest.wire import Descriptor, ErrorAnswer, ManifestDocument, Platform, TokenAnswer, first_error
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,14 @@ class Manifest:
     media_type: str
     body: bytes
 
-    def json(self) -> dict[str, Any]:
-        """Parse the manifest body."""
+    def document(self) -> ManifestDocument:
+        """The manifest or index its model reads (a part that does not fit is absent); RegistryError for a body
+        that is no JSON object."""
         try:
-            parsed = json.loads(self.body)
-        except ValueError as e:
-            raise RegistryError(f"manifest {self.digest} is not JSON: {e}") from e
-        if not isinstance(parsed, dict):
-            raise RegistryError(f"manifest {self.digest} is not a JSON object")
-        return parsed
+            return ManifestDocument.read_json(self.body)
+        except ValidationError as e:
+            what = "not a JSON object" if e.errors()[0]["type"] == "model_type" else f"not JSON: {first_error(e)}"
+            raise RegistryError(f"manifest {self.digest} is {what}") from None
 
     @property
     def is_index(self) -> bool:
@@ -173,7 +173,7 @@ class RegistryClient:
             raise RegistryError(f"{self.host}/{repository}@{reference}: registry served a manifest hashing to {digest}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if not media_type or media_type == "application/json":  # the body says (a body that is not JSON: an error)
-            media_type = str(Manifest(digest, media_type, body).json().get("mediaType", OCI_MANIFEST))
+            media_type = Manifest(digest, media_type, body).document().media_type or OCI_MANIFEST
         return Manifest(digest=digest, media_type=media_type, body=body)
 
     def find_manifest(self, repository: str, reference: str) -> Manifest | None:
@@ -199,7 +199,7 @@ class RegistryClient:
                                  headers={"Content-Type": OCI_MANIFEST}, what=f"{self.host}/{repository}@{digest}")
         return digest, "oci-subject" in response.headers
 
-    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
+    def referrers(self, repository: str, digest: str) -> list[Descriptor] | None:
         """The descriptors of `digest`'s referrers from the referrers API, or None when the registry has no such
         API (it answers 404, as distribution 2.8 does)."""
         what = f"{self.host}/{repository}@{digest} referrers"
@@ -209,10 +209,10 @@ class RegistryClient:
         except NotFoundError:
             return None
         try:
-            manifests = response.json().get("manifests") or []
-        except (ValueError, AttributeError) as e:
-            raise RegistryError(f"{what}: the registry answered what is not an OCI index") from e
-        return [m for m in manifests if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+            manifests = ManifestDocument.read_json(response.content).manifests
+        except ValidationError as e:
+            raise RegistryError(f"{what}: the registry answered what is not an OCI index ({first_error(e)})") from None
+        return [m for m in manifests or [] if m is not None and m.digest]
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (the registry must allow deletes)."""
@@ -333,7 +333,7 @@ class RegistryClient:
         if status in (401, 403):
             raise RegistryAuthError(
                 f"{what}: access denied ({status}, {detail}); run `docker login {self.host}` with an account that "
-                f"may {method} here"
+                f"may {method} here", registry=self.host,
             )
         raise RegistryError(f"{what}: registry answered {status} ({detail})")
 
@@ -353,9 +353,9 @@ class RegistryClient:
             except httpx.TransportError as e:
                 if _tls_failed(e) and not path.startswith(("http://", "https://")) and self._fall_back():
                     continue
-                raise TransientRegistryError(
+                raise RegistryUnreachableError(
                     f"{what}: cannot reach {self.base_url} ({type(e).__name__}: {e}); check the host, port and "
-                    "`registries.<host>.insecure` in the config"
+                    "`registries.<host>.insecure` in the config", registry=self.host,
                 ) from e
             except httpx.RequestError as e:  # too many redirects, a body that does not decode: the answer is wrong
                 raise RegistryError(f"{what}: {self.base_url} answered in a way no registry does "
@@ -401,7 +401,8 @@ class RegistryClient:
         creds = self._credentials
         if scheme == "basic":
             if creds is None:
-                raise RegistryAuthError(f"{what}: registry wants a login; run `docker login {self.host}`")
+                raise RegistryAuthError(f"{what}: registry wants a login; run `docker login {self.host}`",
+                                        registry=self.host)
             basic = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             self._tokens[scope] = f"Basic {basic}"
             return
@@ -417,7 +418,8 @@ class RegistryClient:
             request = self._http.build_request("GET", realm, params=params, headers={"Accept-Encoding": "identity"})
             answer = self._bounded(self._http.send(request, auth=auth, stream=True), MAX_MANIFEST_BYTES, what)
         except httpx.TransportError as e:
-            raise TransientRegistryError(f"{what}: cannot reach token service {realm} ({type(e).__name__})") from e
+            raise RegistryUnreachableError(f"{what}: cannot reach token service {realm} ({type(e).__name__})",
+                                           registry=self.host) from e
         except httpx.RequestError as e:
             raise RegistryError(f"{what}: token service {realm} answered in a way none does ({type(e).__name__})"
                                 ) from e
@@ -426,9 +428,15 @@ class RegistryClient:
                                          retry_after=retry_after_seconds(answer.headers.get("retry-after")))
         if answer.status_code >= 400:
             raise RegistryAuthError(
-                f"{what}: token service refused ({answer.status_code}); run `docker login {self.host}`"
+                f"{what}: token service refused ({answer.status_code}); run `docker login {self.host}`",
+                registry=self.host,
             )
-        token = _token_of(answer)
+        try:
+            token = TokenAnswer.read_json(answer.content).bearer
+        except ValidationError as e:
+            raise RegistryError(f"{what}: token service {realm} answered what is no token ({first_error(e)}; status "
+                                f"{answer.status_code}, {answer.headers.get('content-type', 'no content type')}); "
+                                "check the registry's auth setup") from None
         if not token:
             raise RegistryError(f"{what}: token service {realm} answered without a token (status "
                                 f"{answer.status_code}, {answer.headers.get('content-type', 'no content type')}); "
@@ -447,18 +455,6 @@ def _tls_failed(error: BaseException) -> bool:
     return False
 
 
-def _token_of(answer: httpx.Response) -> str | None:
-    """The bearer token of a token service's answer (``token``, or OAuth2's ``access_token``), if it holds one."""
-    try:
-        body = answer.json()
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    token = body.get("token") or body.get("access_token")
-    return token if isinstance(token, str) and token else None
-
-
 def _scope_for(path: str, method: str) -> str:
     match = re.search(r"/v2/(.+?)/(?:manifests|blobs|tags|referrers)/", path)
     if not match:
@@ -469,9 +465,8 @@ def _scope_for(path: str, method: str) -> str:
 
 def _error_detail(response: httpx.Response) -> str:
     try:
-        errors = response.json().get("errors") or []
-        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.reason_phrase
-    except ValueError:
+        return ErrorAnswer.read_json(response.content).detail() or response.reason_phrase
+    except ValidationError:
         return response.reason_phrase
 
 
@@ -540,20 +535,16 @@ def resolve(client: RegistryClient, image: ImageRef, platform: str = "linux/amd6
     if not manifest.is_index:
         return ResolvedImage(pinned, manifest.digest, manifest.media_type, manifest.digest, size=size)
     wanted = platform.split("/")
-    entries = [m for m in manifest.json().get("manifests") or [] if isinstance(m, dict)]
+    entries = [m for m in manifest.document().manifests or [] if m is not None]
     for entry in entries:
-        plat = entry.get("platform") or {}
-        have = [plat.get("os"), plat.get("architecture")] + ([plat["variant"]] if plat.get("variant") else [])
+        plat = entry.platform or Platform()
+        have = [plat.os, plat.architecture] + ([plat.variant] if plat.variant else [])
         if have[: len(wanted)] == wanted and len(wanted) >= 2:
-            digest = entry.get("digest")
-            if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            if not entry.digest.startswith("sha256:"):
                 raise RegistryError(f"{pinned.pinned}: its index names a {platform} manifest without a sha256 digest; "
                                     "the index is broken: push the image again")
-            return ResolvedImage(pinned, manifest.digest, manifest.media_type, digest, platform, size)
-    available = sorted(
-        "/".join(filter(None, [p.get("os"), p.get("architecture"), p.get("variant")]))
-        for p in (m.get("platform") or {} for m in entries)
-    )
+            return ResolvedImage(pinned, manifest.digest, manifest.media_type, entry.digest, platform, size)
+    available = sorted(m.platform.name() for m in entries if m.platform is not None)
     raise RegistryError(
         f"{pinned.pinned} has no {platform} manifest (it has: {', '.join(available) or 'none'}); "
         "set `platform` in the config to one of those"
@@ -563,12 +554,10 @@ def resolve(client: RegistryClient, image: ImageRef, platform: str = "linux/amd6
 def check_pullable(client: RegistryClient, image: ResolvedImage) -> None:
     """Check the registry serves the manifest `image` scans and every blob it names (HEAD, no download); raise the
     registry's own error (not found, denied, failing) when it does not."""
-    manifest = client.get_manifest(image.image.repository, image.scan_digest).json()
-    descriptors = [manifest.get("config"), *(manifest.get("layers") or [])]
-    for descriptor in descriptors:
-        digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
-        if not isinstance(digest, str):
+    manifest = client.get_manifest(image.image.repository, image.scan_digest).document()
+    for descriptor in [manifest.config, *(manifest.layers or [])]:
+        if descriptor is None or not descriptor.digest:
             raise RegistryError(f"{image.image.name}@{image.scan_digest}: the manifest names a blob without a digest")
-        if not client.has_blob(image.image.repository, digest):
-            raise NotFoundError(f"{image.image.name}@{image.scan_digest}: blob {digest} is missing from the registry; "
-                                "push the image again")
+        if not client.has_blob(image.image.repository, descriptor.digest):
+            raise NotFoundError(f"{image.image.name}@{image.scan_digest}: blob {descriptor.digest} is missing from "
+                                "the registry; push the image again")

@@ -3,9 +3,10 @@ HTTP (retries, auth, limits, transport errors all inside it); unit tests give an
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from vulnattest.registry import Manifest
+from vulnattest.wire import Descriptor
 
 __all__ = ["Registry"]
 
@@ -33,7 +34,7 @@ class Registry(Protocol):
         """Store a manifest with a subject by digest; its digest and whether the registry indexed it as a referrer."""
         ...
 
-    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
+    def referrers(self, repository: str, digest: str) -> list[Descriptor] | None:
         """The referrers API's descriptors for `digest`, None where the registry has no such API."""
         ...
 

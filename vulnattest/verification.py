@@ -11,7 +11,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError
 
 from vulnattest.attestations.bundle import read_bundles
 from vulnattest.attestations.cosign import read_attestations
@@ -32,6 +34,7 @@ from vulnattest.registry_api import Registry
 from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial, Verifier
 from vulnattest.vex import OPENVEX_CONTEXT, VexDocument, VexError, parse_vex
+from vulnattest.wire import EnvelopeSignature, Lenient, RekorEntry, Statement, VulnPredicate, Wire
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,7 @@ def _legacy_checks(client: Registry, image: ResolvedImage, verifier: Verifier,
     """
     checks = []
     for attached in read_attestations(client, image):
-        digest = str(attached.descriptor.get("digest"))
+        digest = attached.descriptor.digest
         where = f"{image.image.pinned} attestation {digest}"
         material = attached.certificate_material()
         try:
@@ -156,22 +159,33 @@ def _legacy_checks(client: Registry, image: ResolvedImage, verifier: Verifier,
     return checks
 
 
+class _CosignEnvelope(Wire):
+    """The envelope as cosign's DSSE library reads a layer (go-securesystemslib ``dsse.Envelope``); a signature
+    without a ``sig`` string is passed over."""
+
+    payload_type: str = Field(alias="payloadType")
+    payload: str
+    signatures: list[Annotated[EnvelopeSignature | None, Lenient]]
+
+
+class _Payload(Wire):
+    """The one field Kyverno's ``decodeStatement`` and cosign's subject check read of an envelope."""
+
+    payload: str
+
+
 def _cosign_envelope(data: bytes, where: str) -> Envelope:
     """The DSSE envelope as cosign's DSSE library reads a layer (go-securesystemslib ``dsse.Envelope``)."""
     try:
         wire = go_json(data)
         if not isinstance(wire, GoObject):
             raise ValueError("not a JSON object")
-        payload_type, payload, signatures = (wire.field("payloadType"), wire.field("payload"),
-                                             wire.field("signatures"))
-        if not isinstance(payload_type, str) or not isinstance(payload, str) or not isinstance(signatures, list):
-            raise ValueError("no payloadType, payload and signatures")
-        sigs = []
-        for signature in signatures:
-            sig = signature.field("sig") if isinstance(signature, GoObject) else None
-            if isinstance(sig, str):
-                sigs.append(b64decode_dsse(sig))
-        return Envelope(b64decode_dsse(payload), payload_type, tuple(sigs))
+        try:
+            envelope = _CosignEnvelope.read(wire)
+        except ValidationError:
+            raise ValueError("no payloadType, payload and signatures") from None
+        sigs = tuple(b64decode_dsse(s.sig) for s in envelope.signatures if s is not None)
+        return Envelope(b64decode_dsse(envelope.payload), envelope.payload_type, sigs)
     except ValueError as e:
         raise VerificationError(f"{where}: not a DSSE envelope cosign reads ({e})") from None
 
@@ -180,47 +194,47 @@ def _kyverno_payload(data: bytes) -> bytes | VerificationError:
     """The statement bytes as Kyverno's own ``decodeStatement`` reads a verified layer (a map's exact key
     ``payload``, standard base64, no URL-safe fallback), or why it cannot."""
     try:
-        wire = go_json(data)
-        payload = wire.key("payload") if isinstance(wire, GoObject) else None
-        if not isinstance(payload, str):
-            raise ValueError('no "payload" string (Kyverno reads that exact key)')
+        try:
+            payload = _Payload.read(as_map(go_json(data))).payload
+        except ValidationError:
+            raise ValueError('no "payload" string (Kyverno reads that exact key)') from None
         return b64decode_std(payload)
     except ValueError as e:
         return VerificationError(f"Kyverno cannot read this attestation it verified ({e}), and then refuses the image")
 
 
-def _claimed_statement(data: bytes) -> GoObject:
+def _claimed_statement(data: bytes) -> Statement:
     """The statement cosign checks the subject of (``IntotoSubjectClaimVerifier``: the envelope struct's payload,
     standard base64 only, read by protojson)."""
-    wire = go_json(data)
-    payload = wire.field("payload") if isinstance(wire, GoObject) else None
-    if not isinstance(payload, str):
-        raise ValueError("no payload")
+    try:
+        payload = _Payload.read(go_json(data)).payload
+    except ValidationError:
+        raise ValueError("no payload") from None
     try:
         decoded = b64decode_std(payload)
     except ValueError as e:
         raise ValueError(f"its payload is not standard base64: {e}") from None
-    return cosign_statement(decoded)
+    return Statement.read(cosign_statement(decoded))
 
 
-def _read(reader: Callable[[bytes], GoObject], data: bytes) -> GoObject | ValueError:
+def _read(reader: Callable[[bytes], Statement], data: bytes) -> Statement | ValueError:
     try:
         return reader(data)
     except ValueError as e:
         return e
 
 
-def _statement(payload: bytes) -> GoObject:
+def _statement(payload: bytes) -> Statement:
     """The in-toto statement as Go decodes it into a struct (in-toto-golang ``Statement``)."""
     statement = go_json(payload)
     if not isinstance(statement, GoObject):
         raise ValueError("the payload is not a JSON object")
-    return statement
+    return Statement.read(statement)
 
 
 def _statement_type(payload: bytes) -> Any:
     try:
-        return _statement(payload).field("predicateType")
+        return _statement(payload).predicate_type
     except ValueError:
         return None
 
@@ -231,12 +245,10 @@ def _check_logged_envelope(envelope_bytes: bytes, material: CertificateMaterial 
     if material is None or material.rekor_bundle is None:
         return
     try:
-        entry = json.loads(RekorBundle.from_json(material.rekor_bundle).body)
-        spec = entry["spec"]
-        # dsse records it as envelopeHash, intoto as content.hash (cosign's bundleHash reads either)
-        recorded = (spec["envelopeHash"] if entry.get("kind") == "dsse" else spec["content"]["hash"])["value"]
-    except (ValueError, KeyError, TypeError, AttributeError):
+        entry = RekorEntry.read_json(RekorBundle.from_json(material.rekor_bundle).body)
+    except (ValidationError, VerificationError):
         return  # an unreadable entry is the signature check's to refuse, with its own reason
+    recorded = entry.spec.logged_envelope_hash(entry.kind)
     if recorded is not None and recorded != hashlib.sha256(envelope_bytes).hexdigest():
         raise VerificationError(f"{where}: the layer holds another serialisation of the envelope than the one Rekor "
                                 "logged (its envelopeHash); cosign and Kyverno refuse it: attest the image again")
@@ -244,7 +256,7 @@ def _check_logged_envelope(envelope_bytes: bytes, material: CertificateMaterial 
 
 def _check_envelope(
     envelope: Envelope, layer_digest: str, image: ResolvedImage, verifier: Verifier, now: datetime, where: str,
-    claimed: GoObject | ValueError, kyverno_payload: bytes | VerificationError,
+    claimed: Statement | ValueError, kyverno_payload: bytes | VerificationError,
     material: CertificateMaterial | None = None,
     annotated: str | None = None,
 ) -> AttestationCheck | None:
@@ -268,10 +280,7 @@ def _check_envelope(
     if isinstance(claimed, ValueError):
         return fail(Check.STATEMENT, f"{where}: not an in-toto statement cosign reads ({claimed})",
                     key_id=key.key_id)
-    subjects = claimed.field("subject")
-    wanted = image.digest.removeprefix("sha256:")
-    if not any(isinstance(s, GoObject) and isinstance(s.field("digest"), GoObject)
-               and s.field("digest").key("sha256") == wanted for s in subjects or []):
+    if not claimed.names(image.digest.removeprefix("sha256:")):
         return fail(Check.SUBJECT, f"statement subject is not {image.digest} (an attestation of another image)",
                     key_id=key.key_id)
     if isinstance(kyverno_payload, VerificationError):
@@ -283,7 +292,7 @@ def _check_envelope(
         return AttestationCheck(layer_digest, ok=False, failed=Check.DECODE, key_id=key.key_id,
                                 reason=f"Kyverno cannot read this attestation it verified ({e}), and then refuses the "
                                        "image")
-    predicate_type = statement.field("predicateType")
+    predicate_type = statement.predicate_type
     if predicate_type != VULN_PREDICATE_TYPE:
         if predicate_type not in VULN_TYPES and not claims_vuln:
             return None
@@ -292,12 +301,11 @@ def _check_envelope(
             f"predicate type {predicate_type!r} is not {VULN_PREDICATE_TYPE!r} (Kyverno compares it exactly; "
             "re-attest with a current tool)", key_id=key.key_id,
         )
-    predicate = as_map(statement.field("predicate"))
+    predicate = as_map(statement.predicate)
     if not isinstance(predicate, dict):
         return fail(Check.PREDICATE, "statement has no predicate object", key_id=key.key_id)
-    metadata = predicate.get("metadata")
     try:
-        finished = parse_rfc3339(metadata.get("scanFinishedOn") if isinstance(metadata, dict) else None)
+        finished = parse_rfc3339(VulnPredicate.read(predicate).scan_finished_on)
     except ValueError as e:
         return fail(Check.SCAN_TIME, f"metadata.scanFinishedOn: {e}", key_id=key.key_id, predicate=predicate)
     if finished > now:
@@ -315,7 +323,7 @@ def vex_attestations(client: Registry, image: ResolvedImage, verifier: Verifier,
     envelopes: list[tuple[str, Envelope]] = []
     if LEGACY in layouts:
         for attached in read_attestations(client, image):
-            where = f"{image.image.pinned} attestation {attached.descriptor.get('digest')}"
+            where = f"{image.image.pinned} attestation {attached.descriptor.digest}"
             with suppress(VerificationError):
                 envelopes.append((where, attached.envelope(where)))
     if BUNDLE in layouts:
@@ -328,13 +336,12 @@ def vex_attestations(client: Registry, image: ResolvedImage, verifier: Verifier,
     for where, envelope in envelopes:
         try:
             statement = envelope.statement(where)
-            if not str(statement.get("predicateType", "")).startswith(OPENVEX_CONTEXT):
+            if not str(statement.predicate_type or "").startswith(OPENVEX_CONTEXT):
                 continue
             envelope.verify_signer(verifier)
-            subjects = statement.get("subject") or []
-            if not any(isinstance(s, dict) and (s.get("digest") or {}).get("sha256") == wanted for s in subjects):
+            if not statement.names(wanted):
                 raise VerificationError(f"{where}: its subject is not {image.digest}")
-            documents.append(parse_vex(json.dumps(statement.get("predicate")), where))
+            documents.append(parse_vex(json.dumps(statement.predicate), where))
         except (VerificationError, VexError) as e:
             log.warning("VEX attestation ignored: %s", e)
     return documents

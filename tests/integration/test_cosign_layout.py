@@ -140,7 +140,7 @@ def test_replace_judges_layers_by_their_annotation_and_reads_only_unannotated_on
     _attach(registry, image, keypair[0], VULN_PREDICATE_TYPE, "first")
     # a vuln layer without its predicateType annotation, as a tool other than cosign might leave it
     client = registry.client()
-    manifest = client.get_manifest("layout/annotations", attestation_tag(image.digest)).json()
+    manifest = json.loads(client.get_manifest("layout/annotations", attestation_tag(image.digest)).body)
     del manifest["layers"][0]["annotations"][PREDICATE_ANNOTATION]
     client.put_manifest("layout/annotations", attestation_tag(image.digest), json.dumps(manifest).encode(),
                         manifest["mediaType"])

@@ -5,6 +5,7 @@ from a proxy in front of the real registry (tests/faultproxy.py), so everything 
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,15 @@ from vulnattest.demo.registry import LocalRegistry
 from vulnattest.errors import RegistryError, TransientRegistryError
 from vulnattest.freshness import FreshnessChecker, FreshnessRules, OnCallCommands, Verdict, check_fleet
 from vulnattest.images import ImageRef
-from vulnattest.registry import MAX_BLOB_BYTES, MAX_MANIFEST_BYTES, Registries, RegistryClient
+from vulnattest.registry import (
+    MAX_BLOB_BYTES,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Registries,
+    RegistryClient,
+    resolve,
+)
 from vulnattest.retrying import RetryPolicy
 from vulnattest.signing.interface import PublicKeyVerifier
 from vulnattest.signing.keyfile import KeyFileSigner
@@ -109,3 +118,25 @@ def test_a_hostile_attestation_tag_fails_its_image_alone(
     assert fine.verdict is Verdict.FRESH, fine.reason
     assert hostile.verdict is Verdict.UNREACHABLE, hostile.reason
     assert f"more than the {MAX_MANIFEST_BYTES} bytes" in hostile.reason
+
+
+def test_a_token_service_answering_what_is_no_json_is_a_registry_error_naming_it(proxy: FaultProxy):
+    realm = f"http://{proxy.host}/token"
+    proxy.add(Fault("status", status=200, body=b"<html>sign in</html>", path=r"^/token", times=None),
+              Fault("status", status=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="registry"'},
+                    path=r"/v2/app/manifests/", times=None))
+    with pytest.raises(RegistryError) as caught:
+        client(proxy).get_manifest("app", "1")
+    message = str(caught.value)
+    assert message.startswith(f"{proxy.host}/app:1: token service {realm} answered what is no token")
+    assert message.endswith("check the registry's auth setup")
+    assert caught.value.__cause__ is None  # no JSONDecodeError or ValidationError behind it
+
+
+def test_an_index_entry_without_a_digest_is_a_registry_error_naming_the_image(proxy: FaultProxy):
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "size": 500, "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+    proxy.add(Fault.status_code(200, body=index, path=r"/v2/app/manifests/1$", times=None))
+    with pytest.raises(RegistryError, match=r"app@sha256:[0-9a-f]{64}: its index names a linux/amd64 manifest "
+                                            r"without a sha256 digest; the index is broken: push the image again"):
+        resolve(client(proxy), ImageRef.parse(f"{proxy.host}/app:1"))

@@ -34,8 +34,8 @@ def test_an_index_is_attested_by_its_digest_and_scanned_for_the_chosen_platform(
     assert amd64.media_type == OCI_INDEX
     assert amd64.digest == arm64.digest
     assert amd64.scan_digest != arm64.scan_digest
-    index = client.get_manifest(ref.repository, amd64.digest).json()
-    by_arch = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
+    index = client.get_manifest(ref.repository, amd64.digest).document()
+    by_arch = {m.platform.architecture: m.digest for m in index.manifests or [] if m and m.platform}
     assert (amd64.scan_digest, arm64.scan_digest) == (by_arch["amd64"], by_arch["arm64"])
     with pytest.raises(RegistryError, match=r"has no linux/s390x manifest \(it has: linux/amd64, linux/arm64\)"):
         resolve(client, ref, "linux/s390x")

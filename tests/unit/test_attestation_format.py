@@ -178,4 +178,4 @@ def test_a_malformed_attestation_manifest_is_a_clear_error(layers: list[object],
     # attesting again rewrites it, as the message says: what is no descriptor cannot be carried over
     envelope = Envelope(b"{}", "application/vnd.in-toto+json", (b"sig",))
     attached = CosignAttacher(lock=lambda key: nullcontext()).attach(served, image, envelope, VULN_PREDICATE_TYPE)
-    assert [a.descriptor["digest"] for a in read_attestations(served, image)] == [attached.layer_digest]
+    assert [a.descriptor.digest for a in read_attestations(served, image)] == [attached.layer_digest]

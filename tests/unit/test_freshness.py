@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vulnattest.config import AllowEntry, FreshnessSettings, PolicySettings, parse_config
-from vulnattest.errors import ConfigError, NotFoundError, RegistryError, TransientRegistryError
+from vulnattest.errors import ConfigError, NotFoundError, RegistryAuthError, RegistryError, TransientRegistryError
 from vulnattest.freshness import (
     FreshnessChecker,
     FreshnessRules,
@@ -219,8 +219,11 @@ def test_unreachable_tells_what_to_check(checker: FreshnessChecker):
     assert down.reason == "cannot reach"
     assert down.action == ("check that registry.example is up and reachable from here, then "
                            "`vulnattest status --config /etc/fleet.yaml --image registry.example/team/app:1`")
-    denied = checker.unreachable(ImageRef.parse(IMAGE), RegistryError("x: access denied (403)"), NOW)
+    denied = checker.unreachable(ImageRef.parse(IMAGE), RegistryAuthError("x: 403", registry="registry.example"), NOW)
     assert denied.action.startswith("run `docker login registry.example`")
+    # the hint is the error type's: a message that only mentions a login is no login failure
+    worded = checker.unreachable(ImageRef.parse(IMAGE), RegistryError("x: access denied, wants a login"), NOW)
+    assert worded.action.startswith("check that registry.example is up and reachable from here")
     gone = checker.unreachable(ImageRef.parse(IMAGE), NotFoundError("x: not found"), NOW, hint="push it")
     assert gone.action.startswith("push it, then `vulnattest status")
 

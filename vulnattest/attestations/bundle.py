@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from vulnattest.attestations.cosign import AttachResult, LockFactory
 from vulnattest.attestations.dsse import Envelope
@@ -31,6 +30,7 @@ from vulnattest.registry import OCI_INDEX, OCI_MANIFEST, ResolvedImage, sha256_d
 from vulnattest.registry_api import Registry
 from vulnattest.signing.certificates import RekorBundle
 from vulnattest.signing.interface import CertificateMaterial
+from vulnattest.wire import Descriptor, DsseEnvelope, EnvelopeSignature, ManifestDocument, Wire, first_error
 
 log = logging.getLogger(__name__)
 
@@ -48,42 +48,27 @@ KYVERNO_BUNDLE_LIMIT = 10 * 1000 * 1000
 REFERRER_WARNING = 40
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-
-class _Signature(_Wire):
-    sig: str
-    keyid: str | None = None
-
-
-class _Envelope(_Wire):
-    payload: str
-    payload_type: str = Field(alias="payloadType")
-    signatures: list[_Signature]
-
-
-class _RawBytes(_Wire):
+class _RawBytes(Wire):
     raw_bytes: str = Field(alias="rawBytes")
 
 
-class _Chain(_Wire):
+class _Chain(Wire):
     certificates: list[_RawBytes]
 
 
-class _Hint(_Wire):
+class _Hint(Wire):
     hint: str = ""
 
 
-class _LogId(_Wire):
+class _LogId(Wire):
     key_id: str = Field(alias="keyId")
 
 
-class _Promise(_Wire):
+class _Promise(Wire):
     signed_entry_timestamp: str = Field(alias="signedEntryTimestamp")
 
 
-class _Entry(_Wire):
+class _Entry(Wire):
     log_index: str | int = Field(alias="logIndex")
     log_id: _LogId = Field(alias="logId")
     integrated_time: str | int | None = Field(None, alias="integratedTime")
@@ -91,28 +76,27 @@ class _Entry(_Wire):
     canonicalized_body: str = Field(alias="canonicalizedBody")
 
 
-class _Material(_Wire):
+class _Material(Wire):
     public_key: _Hint | None = Field(None, alias="publicKey")
     certificate: _RawBytes | None = None
     chain: _Chain | None = Field(None, alias="x509CertificateChain")
     tlog_entries: list[_Entry] = Field(default_factory=list, alias="tlogEntries")
 
 
-class SigstoreBundle(_Wire):
+class SigstoreBundle(Wire):
     """The parts of a Sigstore bundle (v0.1-v0.3) vulnattest reads: its verification material and DSSE envelope."""
 
     media_type: str = Field(alias="mediaType")
     verification_material: _Material = Field(alias="verificationMaterial")
-    dsse_envelope: _Envelope | None = Field(None, alias="dsseEnvelope")
+    dsse_envelope: DsseEnvelope | None = Field(None, alias="dsseEnvelope")
 
     @classmethod
     def parse(cls, data: bytes, where: str) -> SigstoreBundle:
         """Parse untrusted bundle bytes; `where` names them in errors."""
         try:
-            return cls.model_validate_json(data)
+            return cls.read_json(data)
         except ValidationError as e:
-            raise VerificationError(f"{where}: not a Sigstore bundle ({e.errors()[0]['msg']} at "
-                                    f"{'.'.join(str(p) for p in e.errors()[0]['loc'])})") from None
+            raise VerificationError(f"{where}: not a Sigstore bundle ({first_error(e)})") from None
 
     def certificate(self) -> x509.Certificate | None:
         """The signing certificate (v0.3 ``certificate``, or the first of an older bundle's chain)."""
@@ -161,14 +145,14 @@ def bundle_bytes(envelope: Envelope) -> bytes:
             raise VerificationError("a keyless signature without the Sigstore bundle it was made with cannot be "
                                     "attached as a bundle")
         return envelope.material.bundle
-    return orjson.dumps({
-        "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {"publicKey": {"hint": envelope.key_hint or ""}},
-        "dsseEnvelope": {
-            "payload": base64.b64encode(envelope.payload).decode(), "payloadType": envelope.payload_type,
-            "signatures": [{"sig": base64.b64encode(s).decode()} for s in envelope.signatures],
-        },
-    })
+    return SigstoreBundle(
+        media_type=BUNDLE_MEDIA_TYPE,
+        verification_material=_Material(public_key=_Hint(hint=envelope.key_hint or "")),
+        dsse_envelope=DsseEnvelope(
+            payload=base64.b64encode(envelope.payload).decode(), payload_type=envelope.payload_type,
+            signatures=[EnvelopeSignature(sig=base64.b64encode(s).decode()) for s in envelope.signatures],
+        ),
+    ).to_json()
 
 
 def signer_of(envelope: Envelope) -> str:
@@ -198,23 +182,22 @@ def fallback_tag(digest: str) -> str:
 class Referrer:
     """One bundle referrer of an image: its manifest descriptor (from the referrers list) and where its bundle is."""
 
-    descriptor: dict[str, Any]
+    descriptor: Descriptor
 
     @property
     def digest(self) -> str:
         """The referrer manifest's digest."""
-        return str(self.descriptor.get("digest", ""))
+        return self.descriptor.digest
 
     @property
     def annotations(self) -> dict[str, Any]:
         """The descriptor's annotations (the referrers API copies the manifest's)."""
-        annotations = self.descriptor.get("annotations")
-        return annotations if isinstance(annotations, dict) else {}
+        return self.descriptor.annotations
 
     @property
     def is_bundle(self) -> bool:
         """Whether it is a Sigstore bundle, as Kyverno tells (``artifactType`` prefix)."""
-        return str(self.descriptor.get("artifactType", "")).startswith(BUNDLE_PREFIX)
+        return self.descriptor.artifact_type.startswith(BUNDLE_PREFIX)
 
 
 def list_referrers(client: Registry, image: ResolvedImage) -> tuple[list[Referrer], bool]:
@@ -226,8 +209,8 @@ def list_referrers(client: Registry, image: ResolvedImage) -> tuple[list[Referre
     index = client.find_manifest(image.image.repository, fallback_tag(image.digest))
     if index is None:
         return [], False
-    manifests = index.json().get("manifests") or []
-    return [Referrer(d) for d in manifests if isinstance(d, dict) and isinstance(d.get("digest"), str)], False
+    manifests = index.document().manifests or []
+    return [Referrer(d) for d in manifests if d is not None and d.digest], False
 
 
 @dataclass(frozen=True)
@@ -255,16 +238,15 @@ def read_bundles(client: Registry, image: ResolvedImage) -> list[AttachedBundle]
 
 def _fetch(client: Registry, image: ResolvedImage, referrer: Referrer) -> AttachedBundle:
     """A referrer's bundle: the first layer of its manifest, refused where Kyverno refuses it."""
-    manifest = client.get_manifest(image.image.repository, referrer.digest).json()
-    layers = manifest.get("layers") or []
-    if not layers or not isinstance(layers[0], dict) or not isinstance(layers[0].get("digest"), str):
+    layers = client.get_manifest(image.image.repository, referrer.digest).document().layers
+    layer = layers[0] if layers else None
+    if layer is None or not layer.digest:
         raise VerificationError(f"{image.image.pinned}: bundle referrer {referrer.digest} has no layer; Kyverno "
                                 "refuses the image")
-    size = layers[0].get("size")
-    if isinstance(size, int) and size > KYVERNO_BUNDLE_LIMIT:
-        raise VerificationError(f"{image.image.pinned}: bundle referrer {referrer.digest} is {size} bytes; Kyverno "
-                                f"refuses bundles over {KYVERNO_BUNDLE_LIMIT}")
-    blob = client.get_blob(image.image.repository, layers[0]["digest"], layers[0].get("size"))
+    if layer.size is not None and layer.size > KYVERNO_BUNDLE_LIMIT:
+        raise VerificationError(f"{image.image.pinned}: bundle referrer {referrer.digest} is {layer.size} bytes; "
+                                f"Kyverno refuses bundles over {KYVERNO_BUNDLE_LIMIT}")
+    blob = client.get_blob(image.image.repository, layer.digest, layer.size)
     return AttachedBundle(referrer, blob)
 
 
@@ -295,16 +277,16 @@ class ReferrerAttacher:
         layer_digest = client.push_blob(repository, data, check_exists=False)
         annotations = {CONTENT_ANNOTATION: "dsse-envelope", PREDICATE_TYPE_ANNOTATION: predicate_type,
                        CREATED_ANNOTATION: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), SIGNER_ANNOTATION: signer}
-        manifest = orjson.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": BUNDLE_MEDIA_TYPE,
-            "config": {"mediaType": EMPTY_CONFIG_MEDIA_TYPE, "size": len(EMPTY_CONFIG),
-                       "digest": sha256_digest(EMPTY_CONFIG)},
-            "layers": [{"mediaType": BUNDLE_MEDIA_TYPE, "size": len(data), "digest": layer_digest}],
-            "subject": {"mediaType": image.media_type, "size": image.size, "digest": image.digest},
-            "annotations": annotations,
-        })
-        descriptor = {"mediaType": OCI_MANIFEST, "size": len(manifest), "digest": sha256_digest(manifest),
-                      "artifactType": BUNDLE_MEDIA_TYPE, "annotations": annotations}
+        manifest = ManifestDocument(
+            schema_version=2, media_type=OCI_MANIFEST, artifact_type=BUNDLE_MEDIA_TYPE,
+            config=Descriptor(media_type=EMPTY_CONFIG_MEDIA_TYPE, size=len(EMPTY_CONFIG),
+                              digest=sha256_digest(EMPTY_CONFIG)),
+            layers=[Descriptor(media_type=BUNDLE_MEDIA_TYPE, size=len(data), digest=layer_digest)],
+            subject=Descriptor(media_type=image.media_type, size=image.size, digest=image.digest),
+            annotations=annotations,
+        ).to_json()
+        descriptor = Descriptor(media_type=OCI_MANIFEST, size=len(manifest), digest=sha256_digest(manifest),
+                                artifact_type=BUNDLE_MEDIA_TYPE, annotations=annotations)
         with self.lock(f"{image.image.name}@{image.digest}"):
             digest, indexed = client.put_referrer(repository, manifest)
             referrers, api = list_referrers(client, image)
@@ -333,9 +315,9 @@ class ReferrerAttacher:
         except (VerificationError, RegistryError, ValueError):
             return False  # a referrer we cannot read is not ours to delete
 
-    def _put_fallback(self, client: Registry, image: ResolvedImage, descriptors: list[dict[str, Any]]) -> None:
+    def _put_fallback(self, client: Registry, image: ResolvedImage, descriptors: list[Descriptor]) -> None:
         tag = fallback_tag(image.digest)
-        index = orjson.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors})
+        index = ManifestDocument(schema_version=2, media_type=OCI_INDEX, manifests=list(descriptors)).to_json()
         client.put_manifest(image.image.repository, tag, index, OCI_INDEX)
         current = client.find_manifest(image.image.repository, tag)
         if current is None or current.digest != sha256_digest(index):

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from vulnattest.attestations.dsse import Envelope
 from vulnattest.errors import RegistryError, TransientRegistryError, VerificationError
@@ -16,6 +15,7 @@ from vulnattest.locks import FileLocks
 from vulnattest.registry import OCI_MANIFEST, Manifest, ResolvedImage, sha256_digest
 from vulnattest.registry_api import Registry
 from vulnattest.signing.interface import CertificateMaterial
+from vulnattest.wire import Descriptor, ManifestDocument, Platform
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,17 @@ def attestation_tag(digest: str) -> str:
 class AttachedAttestation:
     """One layer of an image's ``.att`` manifest: its descriptor and the envelope it holds."""
 
-    descriptor: dict[str, Any]
+    descriptor: Descriptor
     envelope_bytes: bytes
 
     @property
     def predicate_type(self) -> str:
         """The predicate type the layer annotates (what ``--replace`` compares)."""
-        return str(self.descriptor.get("annotations", {}).get(PREDICATE_ANNOTATION, ""))
+        return str(self.descriptor.annotations.get(PREDICATE_ANNOTATION, ""))
 
     def certificate_material(self) -> CertificateMaterial | None:
         """The keyless annotations (certificate, chain, Rekor bundle), or None for a key-signed layer."""
-        annotations = self.descriptor.get("annotations") or {}
+        annotations = self.descriptor.annotations
         certificate = annotations.get(CERTIFICATE_ANNOTATION)
         if not isinstance(certificate, str) or not certificate:
             return None
@@ -65,7 +65,7 @@ class AttachedAttestation:
 
     def statement_predicate_type(self, where: str) -> str:
         """The predicate type inside the signed statement (cosign ``--replace`` reads this, not the annotation)."""
-        return str(self.envelope(where).statement(where).get("predicateType", ""))
+        return str(self.envelope(where).statement(where).predicate_type or "")
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,13 @@ def read_attestations(client: Registry, image: ResolvedImage) -> list[AttachedAt
     if len(layers) > MAX_LAYERS:
         raise VerificationError(f"{image.image.pinned}: {tag} has {len(layers)} layers; cosign and Kyverno read at "
                                 f"most {MAX_LAYERS} and refuse the image: attest it again with --replace")
-    if not all(_is_descriptor(layer) for layer in layers):
+    descriptors = [layer for layer in layers if layer is not None and layer.digest]
+    if len(descriptors) < len(layers):
         raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} has a layer that is not a "
                                 "descriptor with a digest; attest the image again to rewrite it")
     # every layer, whatever its media type: cosign reads each one as an attestation
-    return [AttachedAttestation(layer, client.get_blob(image.image.repository, layer["digest"], layer.get("size")))
-            for layer in layers]
+    return [AttachedAttestation(layer, client.get_blob(image.image.repository, layer.digest, layer.size))
+            for layer in descriptors]
 
 
 def _image_manifest(client: Registry, image: ResolvedImage, manifest: Manifest) -> Manifest:
@@ -104,31 +105,25 @@ def _image_manifest(client: Registry, image: ResolvedImage, manifest: Manifest) 
     for _ in range(8):
         if not manifest.is_index:
             return manifest
-        children = manifest.json().get("manifests")
-        child = next((c for c in children if isinstance(c, dict) and _linux_amd64(c.get("platform"))), None) if (
-            isinstance(children, list)) else None
-        if child is None or not isinstance(child.get("digest"), str):
+        children = manifest.document().manifests
+        child = next((c for c in children or [] if c is not None and _linux_amd64(c.platform)), None)
+        if child is None or not child.digest:
             raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} is an index with no "
                                     "linux/amd64 manifest; cosign and Kyverno cannot read it and refuse the image: "
                                     "attest it again with --replace")
-        manifest = client.get_manifest(image.image.repository, child["digest"])
+        manifest = client.get_manifest(image.image.repository, child.digest)
     raise VerificationError(f"{image.image.pinned}: {attestation_tag(image.digest)} nests indexes too deep")
 
 
-def _linux_amd64(platform: object) -> bool:
-    if platform is None:
-        return True
-    return isinstance(platform, dict) and platform.get("os") == "linux" and platform.get("architecture") == "amd64"
+def _linux_amd64(platform: Platform | None) -> bool:
+    return platform is None or (platform.os, platform.architecture) == ("linux", "amd64")
 
 
-def _layers(manifest: Manifest) -> list[Any]:
-    layers = manifest.json().get("layers", [])
-    return layers if isinstance(layers, list) else [layers]
-
-
-def _is_descriptor(layer: object) -> bool:
-    """A layer descriptor a registry that validates manifests would have accepted: an object with a digest."""
-    return isinstance(layer, dict) and isinstance(layer.get("digest"), str)
+def _layers(manifest: Manifest) -> list[Descriptor | None]:
+    """The ``.att`` manifest's layers; a layer that is no descriptor is None, and `layers` that is not a list one
+    such layer (cosign refuses the manifest)."""
+    layers = manifest.document().layers
+    return [None] if layers is None else layers
 
 
 LockFactory = Callable[[str], AbstractContextManager[object]]
@@ -159,17 +154,17 @@ class CosignAttacher:
         # keyless: the bytes the log recorded, whose hash cosign checks; else our serialisation
         logged = envelope.material.envelope if envelope.material is not None else None
         envelope_bytes = logged if logged is not None else envelope.to_json()
-        layer = {
-            "mediaType": DSSE_LAYER,
-            "size": len(envelope_bytes),
-            "digest": client.push_blob(repository, envelope_bytes, check_exists=False),  # a fresh signature
-            "annotations": {PREDICATE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: "",
-                            **keyless_annotations(envelope.material)},
-        }
+        layer = Descriptor(
+            media_type=DSSE_LAYER,
+            size=len(envelope_bytes),
+            digest=client.push_blob(repository, envelope_bytes, check_exists=False),  # a fresh signature
+            annotations={PREDICATE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: "",
+                         **keyless_annotations(envelope.material)},
+        )
         with self.lock(f"{image.image.name}@{image.digest}"):
             found = client.find_manifest(repository, tag)
             # a layer that is no descriptor cannot be carried into a manifest a registry accepts: it is dropped
-            existing = [old for old in _layers(found) if _is_descriptor(old)] if found is not None else []
+            existing = [old for old in _layers(found) if old is not None and old.digest] if found is not None else []
             kept = [old for old in existing if not (replace and _same_type(client, image, old, predicate_type))]
             manifest = _manifest(client, repository, [layer, *kept])
             digest = _put(client, repository, tag, manifest)
@@ -178,7 +173,7 @@ class CosignAttacher:
             raise TransientRegistryError(
                 f"{image.image.pinned}: {tag} was rewritten by another writer while attaching; retry"
             )
-        return AttachResult(digest, str(layer["digest"]), len(existing) - len(kept), len(kept))
+        return AttachResult(digest, layer.digest, len(existing) - len(kept), len(kept))
 
 
 def _put(client: Registry, repository: str, tag: str, manifest: bytes) -> str:
@@ -198,21 +193,20 @@ def _put(client: Registry, repository: str, tag: str, manifest: bytes) -> str:
         return current.digest
 
 
-def _same_type(client: Registry, image: ResolvedImage, layer: dict[str, Any], predicate_type: str) -> bool:
+def _same_type(client: Registry, image: ResolvedImage, layer: Descriptor, predicate_type: str) -> bool:
     """Whether `layer` holds an attestation of `predicate_type`, as ``--replace`` decides it.
 
     cosign compares the statement's own predicate type; it also writes that type as the layer's ``predicateType``
     annotation, so a layer that has the annotation is judged by it, without fetching its envelope (a whole scan
     report, or an SBOM). Only a DSSE layer without the annotation is read.
     """
-    if layer.get("mediaType") != DSSE_LAYER:
+    if layer.media_type != DSSE_LAYER:
         return False
-    annotated = (layer.get("annotations") or {}).get(PREDICATE_ANNOTATION)
+    annotated = layer.annotations.get(PREDICATE_ANNOTATION)
     if annotated:
         return bool(annotated == predicate_type)
-    attached = AttachedAttestation(layer, client.get_blob(image.image.repository, str(layer["digest"]),
-                                                            layer.get("size")))
-    where = f"{image.image.pinned} attestation layer {layer.get('digest')}"
+    attached = AttachedAttestation(layer, client.get_blob(image.image.repository, layer.digest, layer.size))
+    where = f"{image.image.pinned} attestation layer {layer.digest}"
     try:
         return attached.statement_predicate_type(where) == predicate_type
     except VerificationError:
@@ -220,19 +214,17 @@ def _same_type(client: Registry, image: ResolvedImage, layer: dict[str, Any], pr
         return False
 
 
-def _manifest(client: Registry, repository: str, layers: list[dict[str, Any]]) -> bytes:
+def _manifest(client: Registry, repository: str, layers: list[Descriptor]) -> bytes:
     config = json.dumps({
         "architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
-        "os": "", "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+        "os": "", "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
         "config": {},
     }, separators=(",", ":")).encode()
     config_digest = client.push_blob(repository, config, check_exists=False)  # names the fresh layer
-    return json.dumps({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": config_digest},
-        "layers": layers,
-    }, separators=(",", ":")).encode()
+    return ManifestDocument(
+        schema_version=2, media_type=OCI_MANIFEST,
+        config=Descriptor(media_type=OCI_CONFIG, size=len(config), digest=config_digest), layers=list(layers),
+    ).to_json()
 
 
 def keyless_annotations(material: CertificateMaterial | None) -> dict[str, str]:

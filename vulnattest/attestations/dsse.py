@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from vulnattest.errors import VerificationError
 from vulnattest.signing.interface import (
@@ -19,19 +17,9 @@ from vulnattest.signing.interface import (
     Verifier,
 )
 from vulnattest.signing.interface import pae as _pae
+from vulnattest.wire import DsseEnvelope, EnvelopeSignature, Statement, first_error
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
-
-
-class _WireSignature(BaseModel):
-    keyid: str = ""
-    sig: str
-
-
-class _WireEnvelope(BaseModel):
-    payloadType: str
-    payload: str
-    signatures: list[_WireSignature]
 
 
 @dataclass(frozen=True)
@@ -54,35 +42,35 @@ class Envelope:
         return pae(self.payload_type, self.payload)
 
     def to_json(self) -> bytes:
-        """Serialise as cosign does (the payload's base64 written as it is: it needs no JSON escaping)."""
-        signatures = [{"keyid": "", "sig": base64.b64encode(s).decode()} for s in self.signatures]
-        return b"".join([b'{"payloadType":', orjson.dumps(self.payload_type), b',"payload":"',
-                         base64.b64encode(self.payload), b'","signatures":', orjson.dumps(signatures), b"}"])
+        """Serialise as cosign does: payload type, payload, and each signature with an empty key id."""
+        return DsseEnvelope(
+            payload_type=self.payload_type, payload=base64.b64encode(self.payload).decode(),
+            signatures=[EnvelopeSignature(keyid="", sig=base64.b64encode(s).decode()) for s in self.signatures],
+        ).to_json()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Envelope:
         """Parse untrusted envelope bytes; `where` names the source in errors."""
         try:
-            wire = _WireEnvelope.model_validate_json(data)
+            wire = DsseEnvelope.read_json(data)
             return cls(
                 payload=base64.b64decode(wire.payload, validate=True),
-                payload_type=wire.payloadType,
+                payload_type=wire.payload_type,
                 signatures=tuple(base64.b64decode(s.sig, validate=True) for s in wire.signatures),
             )
-        except (ValidationError, ValueError) as e:
+        except ValidationError as e:
+            raise VerificationError(f"{where}: not a DSSE envelope ({first_error(e)})") from None
+        except ValueError as e:
             raise VerificationError(f"{where}: not a DSSE envelope ({e})") from e
 
-    def statement(self, where: str) -> dict[str, Any]:
+    def statement(self, where: str) -> Statement:
         """Decode the in-toto statement inside."""
         if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
             raise VerificationError(f"{where}: payload type {self.payload_type!r} is not {IN_TOTO_PAYLOAD_TYPE}")
         try:
-            statement = orjson.loads(self.payload)
-        except orjson.JSONDecodeError as e:
-            raise VerificationError(f"{where}: payload is not JSON ({e})") from e
-        if not isinstance(statement, dict):
-            raise VerificationError(f"{where}: payload is not an in-toto statement")
-        return statement
+            return Statement.read_json(self.payload)
+        except ValidationError as e:
+            raise VerificationError(f"{where}: payload is not an in-toto statement ({first_error(e)})") from None
 
     def verify_signer(self, verifier: Verifier, material: CertificateMaterial | None = None) -> VerifiedSigner:
         """Return who signed, by keys or certificate identity; raise VerificationError saying why not.

@@ -12,6 +12,16 @@ from vulnattest.registry import ResolvedImage
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.storage import VerifiedReport
 from vulnattest.text import rfc3339
+from vulnattest.wire import (
+    InvocationParameters,
+    PredicateInvocation,
+    PredicateScanner,
+    ReportLocation,
+    ScanMetadata,
+    Statement,
+    Subject,
+    VulnPredicate,
+)
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"  # v0.1 is what older cosign wrote; verifiers accept both
 VULN_PREDICATE_TYPE = "https://cosign.sigstore.dev/attestation/vuln/v1"
@@ -33,26 +43,22 @@ def vuln_statement(report: ScanReport, verified: VerifiedReport, invocation: Inv
     and encoded again (a real image's report is megabytes, and tens of times that decoded)."""
     marker = f"vulnattest-report-{secrets.token_hex(16)}"
     image: ResolvedImage = report.image
-    predicate = {
-        "invocation": {
-            "parameters": {
-                "report": {"uri": verified.uri, "sha256": verified.sha256},
-                "platform": image.platform,
-                "scannedManifest": image.scan_digest,
-            },
-            "uri": invocation.uri,
-            "event_id": invocation.event_id,
-            "builder.id": BUILDER_ID,
-        },
-        "scanner": report.scanner.predicate_scanner(marker),
-        "metadata": {"scanStartedOn": rfc3339(report.started), "scanFinishedOn": rfc3339(report.finished)},
-    }
-    statement = {
-        "_type": STATEMENT_TYPE,
-        "predicateType": VULN_PREDICATE_TYPE,
-        "subject": [{"name": image.image.name, "digest": {"sha256": image.digest.removeprefix("sha256:")}}],
-        "predicate": predicate,
-    }
+    predicate = VulnPredicate(
+        invocation=PredicateInvocation(
+            parameters=InvocationParameters(
+                report=ReportLocation(uri=verified.uri, sha256=verified.sha256),
+                platform=image.platform, scanned_manifest=image.scan_digest,
+            ),
+            uri=invocation.uri, event_id=invocation.event_id, builder_id=BUILDER_ID,
+        ),
+        scanner=PredicateScanner.read(report.scanner.predicate_scanner(marker)),
+        metadata=ScanMetadata(scan_started_on=rfc3339(report.started), scan_finished_on=rfc3339(report.finished)),
+    )
+    statement = Statement(
+        type=STATEMENT_TYPE, predicate_type=VULN_PREDICATE_TYPE,
+        subject=[Subject(name=image.image.name, digest={"sha256": image.digest.removeprefix("sha256:")})],
+        predicate=predicate,
+    ).model_dump(mode="json", exclude_unset=True)
     head, found, tail = orjson.dumps(statement).partition(orjson.dumps(marker))
     if not found:
         raise AssertionError("the report marker went missing from the statement")

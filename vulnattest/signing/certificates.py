@@ -21,10 +21,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +38,12 @@ from cryptography.x509.certificate_transparency import LogEntryType, SignedCerti
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
 from cryptography.x509.verification import VerificationError as X509VerificationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from vulnattest.errors import SigningError, VerificationError
 from vulnattest.signing.interface import CertificateMaterial, VerifiedSigner, pae
 from vulnattest.text import go_regexp, go_search
+from vulnattest.wire import RekorEntry, Wire, first_error
 
 OIDC_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 OIDC_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -140,9 +140,9 @@ class TrustMaterial:
     def from_trusted_root(cls, data: bytes, source: str) -> TrustMaterial:
         """Parse a Sigstore ``trusted_root.json`` (what ``cosign``, sigstore-python and the TUF repository use)."""
         try:
-            wire = _TrustedRoot.model_validate_json(data)
+            wire = _TrustedRoot.read_json(data)
         except ValidationError as e:
-            raise SigningError(f"{source} is not a Sigstore trusted_root.json: {_first_error(e)}") from e
+            raise SigningError(f"{source} is not a Sigstore trusted_root.json: {first_error(e)}") from e
         if wire.media_type != TRUSTED_ROOT_MEDIA_TYPE:
             raise SigningError(f"{source}: media type {wire.media_type!r} is not {TRUSTED_ROOT_MEDIA_TYPE!r}")
         try:
@@ -194,30 +194,26 @@ class TrustMaterial:
         return cls.from_trusted_root(data, "public Sigstore (TUF)")
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-
-class _RawBytes(_Wire):
+class _RawBytes(Wire):
     raw_bytes: str = Field(alias="rawBytes")
 
 
-class _ValidFor(_Wire):
+class _ValidFor(Wire):
     start: datetime | None = None
     end: datetime | None = None
 
 
-class _PublicKey(_Wire):
+class _PublicKey(Wire):
     raw_bytes: str = Field(alias="rawBytes")
     key_details: str = Field("", alias="keyDetails")
     valid_for: _ValidFor = Field(default_factory=_ValidFor, alias="validFor")
 
 
-class _LogId(_Wire):
+class _LogId(Wire):
     key_id: str = Field(alias="keyId")
 
 
-class _Log(_Wire):
+class _Log(Wire):
     public_key: _PublicKey = Field(alias="publicKey")
     log_id: _LogId = Field(alias="logId")
 
@@ -229,20 +225,20 @@ class _Log(_Wire):
         )
 
 
-class _CertChain(_Wire):
+class _CertChain(Wire):
     certificates: list[_RawBytes]
 
 
-class _CertificateAuthority(_Wire):
+class _CertificateAuthority(Wire):
     cert_chain: _CertChain = Field(alias="certChain")
     valid_for: _ValidFor = Field(default_factory=_ValidFor, alias="validFor")
 
 
-class _TrustedRoot(_Wire):
+class _TrustedRoot(Wire):
     media_type: str = Field(alias="mediaType")
-    tlogs: list[_Log] = []
-    certificate_authorities: list[_CertificateAuthority] = Field([], alias="certificateAuthorities")
-    ctlogs: list[_Log] = []
+    tlogs: list[_Log] = Field(default_factory=list)
+    certificate_authorities: list[_CertificateAuthority] = Field(default_factory=list, alias="certificateAuthorities")
+    ctlogs: list[_Log] = Field(default_factory=list)
 
 
 def _load_der_public_key(der: bytes, key_details: str = "") -> PublicKey:
@@ -281,11 +277,6 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise SigningError(f"cannot read {path}: {e.strerror}") from e
-
-
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
 
 
 def certificate_subjects(cert: x509.Certificate) -> list[str]:
@@ -348,7 +339,7 @@ class RekorBundle:
     def from_json(cls, data: bytes) -> RekorBundle:
         """Parse the annotation; raise VerificationError when it is malformed."""
         try:
-            wire = _BundleWire.model_validate_json(data)
+            wire = _BundleWire.read_json(data)
             return cls(
                 signed_entry_timestamp=base64.b64decode(wire.signed_entry_timestamp, validate=True),
                 body=base64.b64decode(wire.payload.body, validate=True),
@@ -360,17 +351,16 @@ class RekorBundle:
 
     def to_json(self) -> bytes:
         """Serialise as cosign writes the annotation."""
-        return json.dumps({
-            "SignedEntryTimestamp": base64.b64encode(self.signed_entry_timestamp).decode(),
-            "Payload": self.payload(),
-        }, separators=(",", ":")).encode()
+        return _BundleWire(signed_entry_timestamp=base64.b64encode(self.signed_entry_timestamp).decode(),
+                           payload=self._wire_payload()).to_json()
 
     def payload(self) -> dict[str, Any]:
         """The object the Signed Entry Timestamp signs (canonicalised with RFC 8785)."""
-        return {
-            "body": base64.b64encode(self.body).decode(), "integratedTime": self.integrated_time,
-            "logIndex": self.log_index, "logID": self.log_id.hex(),
-        }
+        return self._wire_payload().model_dump()
+
+    def _wire_payload(self) -> _BundlePayload:
+        return _BundlePayload(body=base64.b64encode(self.body).decode(), integrated_time=self.integrated_time,
+                              log_index=self.log_index, log_id=self.log_id.hex())
 
     @property
     def integrated_at(self) -> datetime:
@@ -378,14 +368,14 @@ class RekorBundle:
         return datetime.fromtimestamp(self.integrated_time, UTC)
 
 
-class _BundlePayload(_Wire):
+class _BundlePayload(Wire):
     body: str
     integrated_time: int = Field(alias="integratedTime")
     log_index: int = Field(alias="logIndex")
     log_id: str = Field(alias="logID")
 
 
-class _BundleWire(_Wire):
+class _BundleWire(Wire):
     signed_entry_timestamp: str = Field(alias="SignedEntryTimestamp")
     payload: _BundlePayload = Field(alias="Payload")
 
@@ -577,28 +567,27 @@ def _check_code_signing(leaf: x509.Certificate) -> None:
 def _check_entry_body(body: bytes, leaf: x509.Certificate, payload: bytes, signature: bytes) -> None:
     """The logged entry must record this payload, this signature and this certificate (CVE-2022-36056's lesson)."""
     try:
-        entry = json.loads(body)
-        kind, version, spec = entry["kind"], entry["apiVersion"], entry["spec"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise VerificationError("the Rekor entry body is not a Rekor entry") from e
+        entry = RekorEntry.read_json(body)
+    except ValidationError as e:
+        raise VerificationError(f"the Rekor entry body is not a Rekor entry ({first_error(e)})") from None
+    kind, version, spec = entry.kind, entry.api_version, entry.spec
     cert_pem = leaf.public_bytes(serialization.Encoding.PEM)
     if (kind, version) == ("dsse", "0.0.1"):  # what sigstore-python and cosign v3 log
-        payload_hash = spec.get("payloadHash") or {}
-        expected = {"signature": base64.b64encode(signature).decode(),
-                    "verifier": base64.b64encode(cert_pem).decode()}
-        recorded = [dict(s) for s in spec.get("signatures") or [] if isinstance(s, Mapping)]
+        payload_hash = spec.payload_hash
+        expected = (base64.b64encode(signature).decode(), base64.b64encode(cert_pem).decode())
+        recorded = [(s.signature, s.verifier) for s in spec.signatures if s is not None]
     elif (kind, version) == ("intoto", "0.0.2"):  # what cosign v2 logged (rekor pkg/types/intoto/v0.0.2)
-        content = spec.get("content") or {}
-        payload_hash = content.get("payloadHash") or {}
+        content = spec.content
+        payload_hash = content.payload_hash if content else None
         # its signature and key are base64 of the envelope's own base64 text and of the PEM certificate
-        expected = {"sig": base64.b64encode(base64.b64encode(signature)).decode(),
-                    "publicKey": base64.b64encode(cert_pem).decode()}
-        recorded = [{"sig": s.get("sig"), "publicKey": s.get("publicKey")}
-                    for s in (content.get("envelope") or {}).get("signatures") or [] if isinstance(s, Mapping)]
+        expected = (base64.b64encode(base64.b64encode(signature)).decode(), base64.b64encode(cert_pem).decode())
+        recorded = [(s.sig, s.public_key) for s in (content.envelope.signatures if content and content.envelope
+                                                    else []) if s is not None]
     else:
         raise VerificationError(f"Rekor entry kind {kind}/{version} is not supported (dsse/0.0.1 and intoto/0.0.2 "
                                 "are, as cosign and Kyverno read them)")
-    if payload_hash.get("algorithm") != "sha256" or payload_hash.get("value") != hashlib.sha256(payload).hexdigest():
+    if payload_hash is None or (payload_hash.algorithm, payload_hash.value) != ("sha256",
+                                                                              hashlib.sha256(payload).hexdigest()):
         raise VerificationError("the Rekor entry records another payload than this attestation's")
     if expected not in recorded:
         raise VerificationError("the Rekor entry records another signature or certificate than this attestation's")

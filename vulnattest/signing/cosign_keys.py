@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from vulnattest.errors import SigningError
+from vulnattest.errors import KeyPasswordError, SigningError
 
 if TYPE_CHECKING:
     from nacl.secret import SecretBox
@@ -116,7 +116,7 @@ def decrypt(data: bytes, password: bytes, source: str = "cosign key") -> bytes:
     try:
         return bytes(box.decrypt(sealed, nonce))
     except CryptoError as e:
-        raise SigningError(
+        raise KeyPasswordError(
             f"cannot decrypt {source}: wrong password (COSIGN_PASSWORD / VULNATTEST_KEY_PASSWORD) or a damaged file"
         ) from e
 

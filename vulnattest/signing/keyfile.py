@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.signer import CryptoSigner
 
-from vulnattest.errors import SigningError
+from vulnattest.errors import KeyPasswordError, SigningError
 from vulnattest.signing.cosign_keys import (
     COSIGN_PRIVATE_NAME,
     COSIGN_PUBLIC_NAME,
@@ -88,16 +88,17 @@ def load_private_key(
     if is_cosign_key(pem):
         cosign_pw = password if password is not None else cosign_password(environ)
         if cosign_pw is None:
-            raise SigningError(f"{path} is a cosign key: set COSIGN_PASSWORD (empty if it has none)")
+            raise KeyPasswordError(f"{path} is a cosign key: set COSIGN_PASSWORD (empty if it has none)")
         return load_cosign_private_key(pem, cosign_pw, str(path))
     password = password if password is not None else key_password(environ)
     try:
         key = serialization.load_pem_private_key(pem, password=password if b"ENCRYPTED" in pem else None)
     except TypeError as e:
-        raise SigningError(f"{path} is encrypted: set VULNATTEST_KEY_PASSWORD") from e
+        raise KeyPasswordError(f"{path} is encrypted: set VULNATTEST_KEY_PASSWORD") from e
     except ValueError as e:
         # cryptography's message never contains the password; keep it generic all the same
-        raise SigningError(f"cannot load signing key {path}: wrong password or not a PEM private key") from e
+        error = KeyPasswordError if password and b"ENCRYPTED" in pem else SigningError
+        raise error(f"cannot load signing key {path}: wrong password or not a PEM private key") from e
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise SigningError(f"{path} is not an ECDSA P-256 key; vulnattest signs with ECDSA P-256 as cosign does")
     return key

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pydantic import ValidationError
 
 from vulnattest.errors import SigningError, VerificationError, is_transient_status
 from vulnattest.retrying import REQUEST_RETRIES
 from vulnattest.signing.interface import CertificateMaterial, DsseSignature, TransientSigningError
+from vulnattest.wire import RekorEntry, first_error
 
 if TYPE_CHECKING:
     from sigstore.sign import Signer as SigstoreSigner
@@ -225,8 +227,11 @@ def _logged_envelope(bundle_json: str, entry_body: bytes) -> bytes:
     from sigstore_models.intoto import Envelope as WireEnvelope
 
     logged = WireEnvelope.from_dict(json.loads(bundle_json)["dsseEnvelope"]).to_json().encode()
-    spec = json.loads(entry_body).get("spec") or {}
-    recorded = (spec.get("envelopeHash") or {}).get("value")
+    try:
+        recorded = RekorEntry.read_json(entry_body).spec.logged_envelope_hash("dsse")
+    except ValidationError as e:
+        raise SigningError(f"the Rekor entry sigstore-python returned is not one ({first_error(e)}): report this "
+                           "with the sigstore version") from None
     if recorded is not None and recorded != hashlib.sha256(logged).hexdigest():
         raise SigningError("the envelope Rekor logged is not the one sigstore-python returned (its envelopeHash "
                            "differs), so cosign would refuse the .att layer: report this with the sigstore version")
