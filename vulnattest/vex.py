@@ -23,9 +23,10 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import httpx
+from packageurl import PackageURL
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vulnattest.errors import ImageRefError, TransientError, VulnattestError, is_transient_status
@@ -297,31 +298,12 @@ def purl_matches(pattern: str, purl: str) -> bool:
     return all(found.qualifiers.get(k) == v for k, v in wanted.qualifiers.items())
 
 
-@dataclass(frozen=True)
-class _Purl:
-    type: str
-    namespace: str
-    name: str
-    version: str | None
-    qualifiers: dict[str, str]
-
-
-def _purl(text: str) -> _Purl | None:
-    """``pkg:type/namespace/name@version?qualifiers#subpath``, each part percent-decoded; None when not a purl."""
-    if not text.startswith("pkg:"):
+def _purl(text: str) -> PackageURL | None:
+    """`text` as a package URL, None when it is not one."""
+    try:
+        return PackageURL.from_string(text)
+    except ValueError:
         return None
-    rest = text.removeprefix("pkg:").partition("#")[0]
-    rest, _, query = rest.partition("?")
-    path, _, version = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    kind, _, path = path.strip("/").partition("/")
-    namespace, _, name = path.rpartition("/")
-    if not kind or not name:
-        return None
-    qualifiers = {}
-    for pair in filter(None, query.split("&")):
-        key, _, value = pair.partition("=")
-        qualifiers[key.lower()] = unquote(value)
-    return _Purl(kind.lower(), unquote(namespace), unquote(name), unquote(version) or None, qualifiers)
 
 
 def _parse(text: str) -> ImageRef | None:
