@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from vulnattest.config import AllowEntry, PolicySettings
+from vulnattest.config import AllowEntry, PolicyOverride, PolicySettings
 from vulnattest.errors import ImageRefError
 from vulnattest.images import ImageRef
 from vulnattest.scanners.interface import SEVERITIES, Finding
@@ -65,12 +65,9 @@ def policy_for(settings: PolicySettings, image: ImageRef | str,
                vex: Mapping[str, VexDocument] | None = None) -> ImagePolicy:
     """The fleet policy with every override whose patterns match `image` applied, in file order; `vex` holds the
     VEX documents the settings name, by location (`vulnattest.vex.load_vex_documents`)."""
-    names = _match_names(image)
     severity, fixed_only = settings.severity, settings.fixed_only
     allow, deny = list(settings.allow), set(settings.deny)
-    for override in settings.overrides:
-        if not any(fnmatchcase(name, pattern) for pattern in override.images for name in names):
-            continue
+    for override in _overrides_for(settings, image):
         severity = override.severity if override.severity is not None else severity
         fixed_only = override.fixed_only if override.fixed_only is not None else fixed_only
         allow.extend(override.allow)
@@ -83,10 +80,14 @@ def policy_for(settings: PolicySettings, image: ImageRef | str,
 
 def vex_locations_for(settings: PolicySettings, image: ImageRef | str) -> tuple[str, ...]:
     """The VEX documents that hold for `image`: the fleet's, then those of the overrides that match it."""
+    overrides = _overrides_for(settings, image)
+    return tuple(dict.fromkeys([*settings.vex, *(location for o in overrides for location in o.vex)]))
+
+
+def _overrides_for(settings: PolicySettings, image: ImageRef | str) -> list[PolicyOverride]:
+    """The overrides whose patterns match `image`, in file order."""
     names = _match_names(image)
-    matching = [o for o in settings.overrides
-                if any(fnmatchcase(name, pattern) for pattern in o.images for name in names)]
-    return tuple(dict.fromkeys([*settings.vex, *(location for o in matching for location in o.vex)]))
+    return [o for o in settings.overrides if any(fnmatchcase(name, pattern) for pattern in o.images for name in names)]
 
 
 def scan_vex(settings: PolicySettings, image: ImageRef | str, vex: Mapping[str, VexDocument],
