@@ -9,7 +9,7 @@ import pytest
 from prefect.utilities.callables import parameter_schema
 
 from flows.check_freshness import WHAT_IF_ARTIFACT_KEY, CheckOptions, check_freshness
-from tests.flows.test_check_freshness import artifact_of, attester, run, write_config  # noqa: F401 - fixture
+from tests.flows.test_check_freshness import artifact_of, run, write_config
 from tests.integration.test_freshness import Attester, WebhookReceiver, push
 from vulnattest.alerts import STATE_KEY
 from vulnattest.demo.registry import LocalRegistry
@@ -29,7 +29,7 @@ def test_the_options_are_a_typed_form():
 
 
 def test_a_what_if_max_age_tells_no_one_and_changes_nothing(
-    registry: LocalRegistry, keypair: tuple[Path, Path], attester: Attester, tmp_path: Path  # noqa: F811
+    registry: LocalRegistry, keypair: tuple[Path, Path], attester: Attester, tmp_path: Path
 ):
     ref, image = push(registry, "options-what-if")
     attester.attach(image, timedelta(hours=3))
