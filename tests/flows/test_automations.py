@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +20,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.events.schemas.automations import AutomationCore
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed
 
 from deployments.fleet_automations import ALERT_BLOCKS, AUTOMATIONS_DIR, apply_automations, read_automations
@@ -29,6 +27,7 @@ from deployments.serve import fleet_deployments
 from deployments.server import LocalPrefectServer
 from flows.local import drain_prefect_workers
 from tasks.freshness import EVENT_PREFIX, emit_change_event
+from tests.flows.conftest import pointed_at
 from tests.integration.test_freshness import WebhookReceiver
 from vulnattest.alerts import VerdictChange
 from vulnattest.config import load_config
@@ -48,17 +47,6 @@ def server() -> Iterator[LocalPrefectServer]:
         yield running
 
 
-@contextmanager
-def _pointed_at(server: LocalPrefectServer) -> Iterator[None]:
-    """This process's Prefect client, and its event worker, on `server` for a while."""
-    drain_prefect_workers()  # an event worker started earlier would keep sending to the server it first knew
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        try:
-            yield
-        finally:
-            drain_prefect_workers(timeout=30)
-
-
 @pytest.fixture
 def inbox() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as receiver:
@@ -74,14 +62,14 @@ def fleet(server: LocalPrefectServer, inbox: WebhookReceiver, tmp_path: Path) ->
         "images": ["registry.example/app:1"], "store": {"url": (tmp_path / "reports").as_uri()},
         "alerts": [{"prefect_block": BLOCK}],
     }))
-    with _pointed_at(server):
+    with pointed_at(server):
         CustomWebhookNotificationBlock(
             name="oncall", url=inbox.url, json_data={"subject": "{{subject}}", "body": "{{body}}"},
         ).save("oncall", overwrite=True)
         for deployment in fleet_deployments(str(config)):
             deployment.apply()
     yield config
-    with _pointed_at(server), get_client(sync_client=True) as client:
+    with pointed_at(server), get_client(sync_client=True) as client:
         for automation in client.read_automations():
             client.delete_automation(automation.id)
 
@@ -115,7 +103,7 @@ def test_an_expiring_or_missing_image_is_rescanned_alone_with_the_deployments_co
     server: LocalPrefectServer, fleet: Path
 ):
     started = time.monotonic()
-    with _pointed_at(server):
+    with pointed_at(server):
         [(name, replaced)] = apply_automations(load_config(fleet), [RESCAN])
         assert not replaced
         _verdict_event("registry.example/app:1", Verdict.EXPIRING, Verdict.FRESH)
@@ -142,7 +130,7 @@ def test_a_dead_mans_switch_notifies_on_call_unless_runs_complete(
     shortened = tmp_path / "dead-mans-switch.yaml"
     shortened.write_text(yaml.safe_dump({"automations": switches}))
     started = time.monotonic()
-    with _pointed_at(server):
+    with pointed_at(server):
         apply_automations(load_config(fleet), [shortened])
         # check-freshness completes a run every 3 s for over two windows; scan-and-attest never does
         with get_client(sync_client=True) as client:
@@ -184,12 +172,12 @@ def test_serve_with_automations_replaces_them_by_name(
         return log.read_text()
 
     first = serve_once("first.log", "created")
-    with _pointed_at(server), get_client(sync_client=True) as client:
+    with pointed_at(server), get_client(sync_client=True) as client:
         # a copy made by hand (another `prefect automation create`) is dropped too
         [made] = client.read_automations_by_name(shipped[0])
         client.create_automation(AutomationCore.model_validate(made.model_dump(exclude={"id"})))
     second = serve_once("second.log", "replaced")
-    with _pointed_at(server), get_client(sync_client=True) as client:
+    with pointed_at(server), get_client(sync_client=True) as client:
         names = [a.name for a in client.read_automations()]
         [rescan] = client.read_automations_by_name(shipped[0])
         scan_id = client.read_deployment_by_name("scan-and-attest/fleet").id
@@ -209,7 +197,7 @@ def test_the_automations_command_replaces_them_for_deployments_already_there(ser
     assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
     assert sorted(re.findall(r"created automation '([^']+)'", first.stdout)) == shipped
     assert sorted(re.findall(r"replaced automation '([^']+)'", second.stdout)) == shipped
-    with _pointed_at(server), get_client(sync_client=True) as client:
+    with pointed_at(server), get_client(sync_client=True) as client:
         assert sorted(a.name for a in client.read_automations()) == shipped
     unset = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
     refused = subprocess.run(command, env=unset, capture_output=True, text=True, timeout=120)
@@ -221,7 +209,7 @@ def test_prefect_automation_create_takes_each_file_with_its_ids_filled_in(
     server: LocalPrefectServer, fleet: Path, tmp_path: Path, path: Path
 ):
     # as the files' header says: each name that stands for an id replaced by the id Prefect shows
-    with _pointed_at(server), get_client(sync_client=True) as client:
+    with pointed_at(server), get_client(sync_client=True) as client:
         ids = {"deployment_id: scan-and-attest/fleet": client.read_deployment_by_name("scan-and-attest/fleet").id,
                f'block_document_id: "{ALERT_BLOCKS}"': client.read_block_document_by_name("oncall",
                                                                                           "custom-webhook").id}
@@ -234,7 +222,7 @@ def test_prefect_automation_create_takes_each_file_with_its_ids_filled_in(
     created = subprocess.run(["prefect", "automation", "create", "--from-file", str(filled)],
                              env={**os.environ, **server.environment()}, capture_output=True, text=True, check=False)
     assert created.returncode == 0, created.stdout + created.stderr
-    with _pointed_at(server), get_client(sync_client=True) as client:
+    with pointed_at(server), get_client(sync_client=True) as client:
         made = [client.read_automations_by_name(name) for name in names]
     assert [len(found) for found in made] == [1] * len(names)
     actions: list[Any] = [action for found in made for action in found[0].actions]
@@ -265,7 +253,7 @@ def test_automations_that_cannot_notify_anyone_are_refused_before_any_is_written
     unknown = tmp_path / "unknown-block.yaml"
     unknown.write_text(yaml.safe_dump({"images": ["registry.example/app:1"],
                                        "alerts": [{"prefect_block": "custom-webhook/nobody"}]}))
-    with _pointed_at(server):
+    with pointed_at(server):
         with pytest.raises(ConfigError, match=r"`alerts:` names none; add a channel `prefect_block: "):
             apply_automations(load_config(no_block))
         with pytest.raises(VulnattestError, match=r"no block custom-webhook/nobody on the Prefect server"):

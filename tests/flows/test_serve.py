@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from deployments.serve import CHECK_CRON, SCAN_CRON
 from deployments.server import LocalPrefectServer
 from tests.conftest import ConfigWriter
+from tests.flows.conftest import pointed_at
 from tests.flows.test_scan_and_attest import _fleet, _vuln_layers
 from vulnattest.demo.registry import LocalRegistry, free_port
 
@@ -27,13 +27,6 @@ from vulnattest.demo.registry import LocalRegistry, free_port
 def prefect_ui_server() -> Iterator[LocalPrefectServer]:
     with LocalPrefectServer() as server:
         yield server
-
-
-@contextmanager
-def _pointed_at(server: LocalPrefectServer) -> Iterator[None]:
-    """Point this process's Prefect client at `server` for a while."""
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        yield
 
 
 async def _run_deployment(client: PrefectClient, name: str, parameters: dict[str, object]) -> FlowRun:
@@ -69,7 +62,7 @@ def test_serve_registers_both_deployments_and_runs_them_from_the_form(
                 check = await _poll(lambda: _final(client, check.id), "the check-freshness run")
                 return scan, check, listed
 
-        with _pointed_at(prefect_ui_server):
+        with pointed_at(prefect_ui_server):
             scan_run, check_run, listed = asyncio.run(scenario())
     finally:
         served.terminate()
@@ -88,7 +81,7 @@ def test_serve_registers_both_deployments_and_runs_them_from_the_form(
             found = await client.read_artifacts()
             return next(str(a.data) for a in found if a.key == "check-freshness" and a.flow_run_id == check_run.id)
 
-    with _pointed_at(prefect_ui_server):
+    with pointed_at(prefect_ui_server):
         table = asyncio.run(artifact())
     assert "missing" in table
     assert refs[2] in table
