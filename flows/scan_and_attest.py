@@ -23,7 +23,7 @@ from vulnattest.alerts import WebhookChannel
 from vulnattest.attestations import Invocation
 from vulnattest.attestations.attach import LayoutAttacher
 from vulnattest.attestations.cosign import AttachResult
-from vulnattest.changes import ChangesNotice, FindingsChange, changes_markdown, record_changes
+from vulnattest.changes import ChangesNotice, FindingsChange, changes_markdown, owe, record_changes, undelivered
 from vulnattest.config import MAX_CONCURRENCY, FleetConfig
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
@@ -31,7 +31,7 @@ from vulnattest.metrics import MetricsError, push_outcomes
 from vulnattest.outcomes import ImageOutcome, summary_markdown
 from vulnattest.scanners.interface import ScanReport
 from vulnattest.services import Services
-from vulnattest.storage import VerifiedReport
+from vulnattest.storage import ReportStore, VerifiedReport
 from vulnattest.verification import LAYOUTS
 
 ARTIFACT_KEY = "scan-and-attest-summary"
@@ -69,25 +69,27 @@ def scan_and_attest(config_path: str | None = None, images: list[str] | None = N
     workers = min(config.concurrency, len(refs))
     logger.info("scanning %d image(s), %d at a time", len(refs), workers)
     try:
-        with RegistrySlots.hold(refs, workers) as slots:
-            runner: ChainRunner[ImageRef, ImageOutcome] = ChainRunner(workers, lambda ref: ref.registry, slots.held)
-            timeout = config.image_timeout.total_seconds()
-            progress = ProgressArtifact(f"{ARTIFACT_KEY}-progress", len(refs))
-            outcomes = runner.run(((ref, _attest_image(ref, services, invocation, timeout)) for ref in refs),
-                                  on_result=lambda outcome: progress.finished(outcome.ok))
-    except VulnattestError as e:  # no registry slots within the wait: every image says why
-        logger.error("%s", e)
-        outcomes = [ImageOutcome(image=str(ref), failed_stage="scan", error=str(e)) for ref in refs]
+        try:
+            with RegistrySlots.hold(refs, workers) as slots:
+                runner: ChainRunner[ImageRef, ImageOutcome] = ChainRunner(workers, lambda ref: ref.registry,
+                                                                          slots.held)
+                timeout = config.image_timeout.total_seconds()
+                progress = ProgressArtifact(f"{ARTIFACT_KEY}-progress", len(refs))
+                outcomes = runner.run(((ref, _attest_image(ref, services, invocation, timeout)) for ref in refs),
+                                      on_result=lambda outcome: progress.finished(outcome.ok))
+        except VulnattestError as e:  # no registry slots within the wait: every image says why
+            logger.error("%s", e)
+            outcomes = [ImageOutcome(image=str(ref), failed_stage="scan", error=str(e)) for ref in refs]
+        changes = [o.change for o in outcomes if o.change is not None]
+        publish_markdown(
+            key=ARTIFACT_KEY, markdown=summary_markdown(outcomes) + changes_markdown(changes),
+            description=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} images attested",
+        )
+        _tell_changes(config, outcomes, services.store)
     finally:
         services.close()
         if locks is not None:
             locks.close()
-    changes = [o.change for o in outcomes if o.change is not None]
-    publish_markdown(
-        key=ARTIFACT_KEY, markdown=summary_markdown(outcomes) + changes_markdown(changes),
-        description=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} images attested",
-    )
-    _tell_changes(config, outcomes)
     if not images:  # a batch or a subset would replace the whole fleet's figures
         try:
             push_outcomes(config.metrics, outcomes, datetime.now(UTC))
@@ -175,22 +177,38 @@ def _compared(ref: ImageRef, report: ScanReport, services: Services) -> Findings
         return None
 
 
-def _tell_changes(config: FleetConfig, outcomes: list[ImageOutcome]) -> None:
+def _tell_changes(config: FleetConfig, outcomes: list[ImageOutcome], store: ReportStore) -> None:
     """Tell the webhook and Prefect block channels, and Prefect events, which images have vulnerabilities new or
-    newly fixable since their last scan. PagerDuty and Alertmanager carry incidents (verdicts), not this news."""
+    newly fixable since their last scan. PagerDuty and Alertmanager carry incidents (verdicts), not this news. What
+    a channel fails to receive is kept in the store and sent again with the next run's news."""
     logger = get_run_logger()
     news = tuple(o.change for o in outcomes if o.change is not None and o.change.news)
     for change in news:
         emit_event(f"vulnattest.image.{CHANGE_EVENT}",
                    resource={"prefect.resource.id": f"vulnattest.image.{change.image}"},
                    payload=change.to_json())
-    if not news:
-        return
     for channel in alert_channels(config.alerts, config.freshness.remind_every):
         if not isinstance(channel, WebhookChannel | PrefectBlockChannel):
             continue
         try:
-            channel.send(ChangesNotice(channel.id, news))
+            owed = undelivered(store, channel.id)
+        except VulnattestError as e:
+            logger.warning("could not read what %s was not told yet: %s", channel.id, e)
+            owed = ()
+        batch = tuple({(c.image, c.digest, c.previous_digest, c.previous_finished): c
+                       for c in (*owed, *news)}.values())
+        if not batch:
+            continue
+        try:
+            channel.send(ChangesNotice(channel.id, batch))
+            if owed:
+                owe(store, channel.id, ())
         except VulnattestError as e:  # the attestations stand; this news is in the artifact and the events
-            logger.error("could not tell %s what changed since the last scans: %s", channel.id, e)
-    logger.info("%d image(s) with vulnerabilities new or newly fixable since their last scan", len(news))
+            logger.error("could not tell %s what changed since the last scans (kept for the next run): %s",
+                         channel.id, e)
+            try:
+                owe(store, channel.id, batch)
+            except VulnattestError as kept:
+                logger.error("could not keep %s's news for the next run either: %s", channel.id, kept)
+    if news:
+        logger.info("%d image(s) with vulnerabilities new or newly fixable since their last scan", len(news))

@@ -6,10 +6,12 @@ the next scan is compared with it: a change is news once, since the scan after c
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from vulnattest import __version__
 from vulnattest.config import ChangeSettings
@@ -18,7 +20,10 @@ from vulnattest.scanners.interface import SEVERITIES, Finding, ScanReport
 from vulnattest.storage.interface import ObjectKey, ReportStore
 from vulnattest.text import md_cell, rfc3339, short_digest
 
-__all__ = ["ChangesNotice", "FindingsChange", "baseline_key", "changes_markdown", "record_changes"]
+__all__ = ["ChangesNotice", "FindingsChange", "baseline_key", "changes_markdown", "owe", "record_changes",
+           "undelivered"]
+
+log = logging.getLogger(__name__)
 
 _Key = tuple[str, str, str]  # vulnerability, package, installed version
 
@@ -118,6 +123,34 @@ def record_changes(store: ReportStore, image: ImageRef, report: ScanReport,
     )
 
 
+MAX_OWED = 1000
+"""The most changes a channel's undelivered news keeps (the newest): a receiver down for weeks gets a digest."""
+
+
+def _owed_key(channel: str) -> ObjectKey:
+    return ObjectKey.join("state", "changes", "undelivered",
+                          hashlib.sha256(channel.encode()).hexdigest()[:32] + ".json")
+
+
+def undelivered(store: ReportStore, channel: str) -> tuple[FindingsChange, ...]:
+    """The news `channel` has not received yet (a delivery failed), to be sent with the next run's; raises
+    StoreError when the store cannot be read."""
+    data = store.get(_owed_key(channel))
+    if not data:
+        return ()
+    try:
+        return tuple(_OWED.validate_json(data))
+    except ValidationError:
+        log.warning("%s: unreadable undelivered news for %s, dropped", _owed_key(channel), channel)
+        return ()
+
+
+def owe(store: ReportStore, channel: str, changes: Sequence[FindingsChange]) -> None:
+    """Keep `changes` as what `channel` has not received (none: it is owed nothing); raises StoreError."""
+    payload = _OWED.dump_json(list(changes[-MAX_OWED:]))
+    store.put(_owed_key(channel), payload, hashlib.sha256(payload).hexdigest())
+
+
 def _key(f: Finding) -> _Key:
     return f.vulnerability_id, f.package, f.installed_version
 
@@ -134,6 +167,9 @@ def changes_markdown(changes: list[FindingsChange]) -> str:
               f"{md_cell(', '.join(f.vulnerability_id for f in c.fixable)) or '-'} | "
               f"{md_cell(', '.join(sorted({f.vulnerability_id for f in c.gone}))) or '-'} |" for c in news]
     return "\n".join(lines) + "\n"
+
+
+_OWED = TypeAdapter(list[FindingsChange])
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,29 @@ def test_a_new_critical_advisory_is_news_once_for_exactly_the_images_it_hits(
     _, third = run(config)  # nothing changed since: quiet
     assert inbox.take() == []
     assert not any(o.change and o.change.news for o in third.values())
+
+
+def test_news_a_channel_failed_to_receive_comes_with_the_next_run(
+    registry: LocalRegistry, config_writer: ConfigWriter, inbox: WebhookReceiver, tmp_path: Path
+):
+    image = f"{registry.host}/changes/owed:1"
+    push_image(registry.client(), "changes/owed", "1", alpine_image(DEMO_ALPINE_PACKAGES, marker="changes-owed"))
+    cache = tmp_path / "trivy"
+    write_trivy_db(cache, DEMO_ADVISORIES)
+    config = config_writer.write([image], scanner={"trivy": {"cache_dir": str(cache), "offline": True}},
+                                 alerts=[{"webhook": inbox.url, "name": "on-call"}], changes={"severity": "MEDIUM"})
+    run(config)  # the baseline
+    write_trivy_db(cache, overnight())
+
+    inbox.answers = [400]  # refused: no retry within the run
+    _, second = run(config)
+    assert second[image].ok and second[image].change is not None and second[image].change.news
+    assert inbox.take() == []
+
+    run(config)  # nothing new in this scan: the news owed is sent
+    [notice] = inbox.take()
+    assert [i["image"] for i in notice["images"]] == [image]
+    assert [f["id"] for f in notice["images"][0]["new"]] == ["CVE-2099-9001"]
+
+    run(config)  # delivered: owed no more
+    assert inbox.take() == []
