@@ -73,9 +73,21 @@ def policy_for(settings: PolicySettings, image: ImageRef | str,
         allow.extend(override.allow)
         deny.update(override.deny)
     documents = [vex[location] for location in vex_locations_for(settings, image) if vex and location in vex]
-    # a statement narrowed to some packages is Trivy's to apply at the scan: admission's conditions see ids only
-    whole_image = tuple(s for s in suppressions_for(documents, image) if not s.packages)
+    # admission holds a repository to one policy and sees ids only: a statement counts here when it covers every
+    # image of the repository, in every package; one pinned to a tag or digest, or narrowed to some packages, is
+    # Trivy's to apply at the scan of the images it names
+    repository = _repository(image)
+    whole_image = tuple(s for s in suppressions_for(documents, repository) if not s.packages) if repository else ()
     return ImagePolicy(severity, fixed_only, tuple(allow), frozenset(deny), settings.allow_warning, whole_image)
+
+
+def _repository(image: ImageRef | str) -> ImageRef | None:
+    """`image` without its tag and digest; None for a pattern (a source's ``team/*``)."""
+    try:
+        ref = image if isinstance(image, ImageRef) else ImageRef.parse(image)
+    except ImageRefError:
+        return None
+    return ImageRef(ref.registry, ref.repository)
 
 
 def vex_locations_for(settings: PolicySettings, image: ImageRef | str) -> tuple[str, ...]:

@@ -235,12 +235,13 @@ class Suppression:
 
 
 def suppressions_for(documents: Iterable[VexDocument], image: ImageRef | str) -> tuple[Suppression, ...]:
-    """The suppressions the documents' statements make for `image`: of the statements on one vulnerability (and
-    set of packages), the latest decides."""
+    """The suppressions the documents' statements make for `image`. Statements are taken oldest first; each ends
+    the earlier ones it overlaps (a name or alias in common, and every package of theirs in its scope), so the
+    latest word on a vulnerability decides, whatever name it uses."""
     ref = image if isinstance(image, ImageRef) else _parse(str(image))
     if ref is None:
         return ()
-    latest: dict[tuple[str, tuple[str, ...]], tuple[datetime, Statement, str]] = {}
+    matched: list[tuple[datetime, int, Statement, str, tuple[str, ...]]] = []
     for document in documents:
         for statement in document.statements:
             products = [p for p in statement.products if product_matches(p.id, ref)]
@@ -248,15 +249,23 @@ def suppressions_for(documents: Iterable[VexDocument], image: ImageRef | str) ->
                 continue
             packages = tuple(sorted({c.id for p in products for c in p.subcomponents})) \
                 if all(p.subcomponents for p in products) else ()
-            key = (statement.vulnerability.name.upper(), packages)
-            when = statement.timestamp or document.timestamp
-            if key not in latest or latest[key][0] <= when:
-                latest[key] = (when, statement, document.source)
+            matched.append((statement.timestamp or document.timestamp, len(matched), statement, document.source,
+                            packages))
+    standing: list[tuple[frozenset[str], tuple[str, ...], Statement, str]] = []
+    for _, _, statement, source, packages in sorted(matched, key=lambda m: (m[0], m[1])):
+        names = frozenset(n.upper() for n in (statement.vulnerability.name, *statement.vulnerability.aliases))
+        standing = [s for s in standing if not (s[0] & names and _within(s[1], packages))]
+        standing.append((names, packages, statement, source))
     return tuple(
-        Suppression(name, frozenset(a.upper() for a in statement.vulnerability.aliases), statement.reason(),
-                    source, packages)
-        for (name, packages), (_, statement, source) in latest.items() if statement.status in SUPPRESSING
+        Suppression(statement.vulnerability.name.upper(), names - {statement.vulnerability.name.upper()},
+                    statement.reason(), source, packages)
+        for names, packages, statement, source in standing if statement.status in SUPPRESSING
     )
+
+
+def _within(earlier: tuple[str, ...], later: tuple[str, ...]) -> bool:
+    """Whether a statement about packages `later` (none: every package) speaks for all of `earlier`'s."""
+    return not later or (bool(earlier) and set(earlier) <= set(later))
 
 
 def product_matches(product: str, image: ImageRef) -> bool:

@@ -18,7 +18,15 @@ from vulnattest.kyverno import cluster_policy, image_validating_policy
 from vulnattest.policy import evaluate, policy_for
 from vulnattest.scanners.interface import Finding
 from vulnattest.signing import generate_keypair
-from vulnattest.vex import VexError, load_vex, parse_vex, product_matches, purl_matches, suppressions_for
+from vulnattest.vex import (
+    VexError,
+    load_vex,
+    load_vex_documents,
+    parse_vex,
+    product_matches,
+    purl_matches,
+    suppressions_for,
+)
 
 NOW = datetime(2030, 6, 1, tzinfo=UTC)
 DIGEST = "sha256:" + "a" * 64
@@ -150,6 +158,16 @@ def test_the_latest_statement_on_a_vulnerability_decides():
     assert suppressions_for([parsed(statement(status="under_investigation", justification=None))], IMAGE) == ()
     [fixed] = suppressions_for([parsed(statement(status="fixed", justification=None))], IMAGE)
     assert fixed.reason == "fixed"
+    # a later word under another name of the same vulnerability, or about every package, ends the earlier one too
+    by_alias = statement(vulnerability={"name": "GHSA-xxxx-yyyy-zzzz", "aliases": ["CVE-2099-0001"]},
+                         status="affected", justification=None, timestamp="2030-02-01T00:00:00Z")
+    assert suppressions_for([parsed(first, by_alias)], IMAGE) == ()
+    narrowed = statement(products=[{"@id": "pkg:oci/app", "subcomponents": [{"@id": "pkg:apk/alpine/busybox"}]}],
+                         timestamp="2030-01-01T00:00:00Z")
+    assert suppressions_for([parsed(narrowed, later)], IMAGE) == ()
+    # a later word about some packages leaves the earlier one for the others
+    [kept] = suppressions_for([parsed(first, dict(later, products=narrowed["products"]))], IMAGE)
+    assert kept.packages == ()
 
 
 def test_a_statement_suppresses_like_an_allow_entry_with_its_reason_and_loses_to_the_deny_list(tmp_path: Path):
@@ -218,6 +236,16 @@ def test_a_statement_pinned_to_a_digest_is_left_to_the_scan_for_images_listed_by
     config = _kyverno_config(tmp_path, f"pkg:oci/app@{DIGEST}")
     conditions = json.dumps(cluster_policy(config, NOW)["spec"]["rules"][0]["verifyImages"])
     assert "CVE-2099-0001" not in conditions
+
+
+def test_a_statement_pinned_to_a_digest_never_reaches_admission_even_for_the_image_listed_by_it(tmp_path: Path):
+    # admission holds the whole repository to one policy: the id allowed there would be allowed in every build
+    config = _kyverno_config(tmp_path, f"pkg:oci/app@{DIGEST}")
+    config = config.with_images([f"registry.example/team/app@{DIGEST}", "registry.example/team/api:1"])
+    conditions = json.dumps(cluster_policy(config, NOW)["spec"]["rules"][0]["verifyImages"])
+    assert "CVE-2099-0001" not in conditions
+    documents = load_vex_documents(config.policy.vex_locations())
+    assert policy_for(config.policy, IMAGE, documents).vex == ()  # the judge agrees: the scan applies it
 
 
 def test_a_bad_document_stops_policy_generation_with_its_error(tmp_path: Path):
