@@ -84,7 +84,7 @@ def check_freshness(
                     "left as it is", options.max_age)
     refs = config.image_refs()
     channels = alert_channels(config.alerts, config.freshness.remind_every) if send_alerts else []
-    problems: list[str] = []
+    problems = list(checker.vex_problems)
     logger.info("checking %d image(s), %d at a time; %d alert channel(s)", len(refs), config.concurrency,
                 len(channels))
     try:
@@ -121,7 +121,7 @@ def check_freshness(
                          markdown=timeline_markdown(verdicts, datetime.now(UTC), checker.rules.warn_before))
     logger.info("%s", counts_text(verdicts))
     if problems:
-        message = f"{len(problems)} problem(s) telling on-call: " + "; ".join(problems)
+        message = f"{len(problems)} problem(s) this run: " + "; ".join(problems)
         logger.error("%s", message)
         return Failed(message=message, data=verdicts)
     return verdicts

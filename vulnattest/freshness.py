@@ -42,7 +42,7 @@ from vulnattest.scanners.trivy_report import parse_findings
 from vulnattest.signing.interface import Verifier
 from vulnattest.text import counts_by_initial, md_cell, rfc3339, short_digest
 from vulnattest.verification import LAYOUTS, AttestationCheck, Check, check_attestations, vex_attestations
-from vulnattest.vex import Suppression, VexDocument, load_vex_documents, suppressions_for
+from vulnattest.vex import Suppression, VexDocument, readable_vex_documents, suppressions_for
 from vulnattest.wire import PredicateScanner, VulnPredicate
 
 log = logging.getLogger(__name__)
@@ -237,14 +237,20 @@ class FreshnessChecker:
     """Where attestations are read: the layouts the config writes, which its generated policy has Kyverno read."""
     vex: tuple[tuple[str, VexDocument], ...] = ()
     """The VEX documents the policy names, by location."""
+    vex_problems: tuple[str, ...] = ()
+    """Why a VEX document the policy names is missing from `vex` (it could not be read)."""
 
     @classmethod
     def from_config(cls, config: FleetConfig, verifier: Verifier, config_path: str | None) -> FreshnessChecker:
-        """A checker for `config`; `config_path` is named in the commands alerts tell on-call to run."""
+        """A checker for `config`; `config_path` is named in the commands alerts tell on-call to run. A VEX document
+        that cannot be read is left out, and named in `vex_problems`."""
+        vex, problems = readable_vex_documents(config.policy.vex_locations())
+        for problem in problems:
+            log.error("%s", problem)
         return cls(
             rules=FreshnessRules.from_settings(config.freshness), verifier=verifier, policy=config.policy,
             commands=OnCallCommands(config_path or "fleet.yaml"), layouts=LAYOUTS[config.attach],
-            vex=tuple(load_vex_documents(config.policy.vex_locations()).items()),
+            vex=tuple(vex.items()), vex_problems=tuple(problems),
         )
 
     def with_max_age(self, max_age: timedelta) -> FreshnessChecker:

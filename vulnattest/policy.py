@@ -109,7 +109,8 @@ def scan_vex(settings: PolicySettings, image: ImageRef | str, vex: Mapping[str, 
     not fail admission)."""
     denied = policy_for(settings, image).deny
     documents = []
-    for document in [*(vex[location] for location in vex_locations_for(settings, image)), *attached]:
+    held = [vex[location] for location in vex_locations_for(settings, image) if location in vex]  # read this run
+    for document in [*held, *attached]:
         kept = tuple(s for s in document.statements
                      if not {s.vulnerability.name.upper(), *(a.upper() for a in s.vulnerability.aliases)} & denied)
         if kept:

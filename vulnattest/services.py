@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from vulnattest.signing.factory import signer_from_settings, verifier_from_setti
 from vulnattest.signing.interface import Signer, Verifier
 from vulnattest.storage import ReportStore, open_store
 from vulnattest.verification import LAYOUTS, vex_attestations
-from vulnattest.vex import VexDocument, load_vex_documents
+from vulnattest.vex import VexDocument, readable_vex_documents
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,9 +99,13 @@ def trivy_scanner(config: FleetConfig, registries: Registries) -> TrivyScanner:
 
 
 def _vex_for_scans(config: FleetConfig, registries: Registries) -> Callable[[ResolvedImage], Sequence[VexDocument]]:
-    """What each scan applies (`scan_vex`): the config's documents, read once now (a bad one fails before any
-    scan), and with `policy.vex_attestations`, the image's own, signed by a signer `signing` trusts."""
-    documents = load_vex_documents(config.policy.vex_locations())
+    """What each scan applies (`scan_vex`): the config's documents, read once now, and with
+    `policy.vex_attestations`, the image's own, signed by a signer `signing` trusts. A document that cannot be read
+    is logged as an error and left out: the scans go on, their reports only the stricter for it (what it would have
+    suppressed is in them), and every image's attestation is renewed."""
+    documents, problems = readable_vex_documents(config.policy.vex_locations())
+    for problem in problems:
+        log.error("%s", problem)
     verifier = verifier_from_settings(config.signing) if config.policy.vex_attestations else None
 
     def documents_for(image: ResolvedImage) -> Sequence[VexDocument]:

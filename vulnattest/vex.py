@@ -185,6 +185,18 @@ def load_vex_documents(locations: Iterable[str], timeout: float = 30.0) -> dict[
     return {location: load_vex(location, timeout) for location in dict.fromkeys(locations)}
 
 
+def readable_vex_documents(locations: Iterable[str], timeout: float = 30.0) -> tuple[dict[str, VexDocument], list[str]]:
+    """The documents at `locations` that can be read, by location, and what stopped the others: for a run, which
+    goes on without a document it cannot read (and says so) rather than judging or scanning nothing."""
+    documents, problems = {}, []
+    for location in dict.fromkeys(locations):
+        try:
+            documents[location] = load_vex(location, timeout)
+        except VexError as e:
+            problems.append(f"{e} (left out this run)")
+    return documents, problems
+
+
 def fetch_vex(url: str, timeout: float = 30.0) -> bytes:
     """The body at `url`, at most `MAX_VEX_BYTES` and no slower than the registry client allows."""
     parsed = urlparse(url)

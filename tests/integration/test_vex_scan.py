@@ -4,6 +4,7 @@ what it suppresses; the config's documents are read once, before any scan."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +20,7 @@ from vulnattest.images import ImageRef
 from vulnattest.registry import Registries, ResolvedImage, resolve
 from vulnattest.scanners.trivy import TrivyScanner
 from vulnattest.services import trivy_scanner
-from vulnattest.vex import VexDocument, VexError, load_vex
+from vulnattest.vex import VexDocument, load_vex
 
 
 def vex_document(product: str, vulnerability: str = "CVE-2099-0001") -> dict[str, Any]:
@@ -115,15 +116,21 @@ def test_the_configured_documents_and_urls_reach_trivy_but_not_for_denied_ids(
         report = json.loads(scanner.scan(alpine).body)
     assert "CVE-2099-0003" not in _ids(report)  # fetched from the URL
     assert "CVE-2099-0001" in _ids(report)  # the deny list beats VEX: Trivy never got that statement
-    with pytest.raises(VexError, match=r"/missing\.json answered 404"):
-        _configured(trivy_cache, vex=[f"{vex_server}/missing.json"])
 
 
-def test_a_bad_vex_document_fails_before_any_scan(trivy_cache: Path, tmp_path: Path):
-    vex = tmp_path / "bad.vex.json"
+def test_a_vex_document_that_cannot_be_read_is_named_and_the_scans_go_on_without_it(
+    alpine: ResolvedImage, trivy_cache: Path, tmp_path: Path, vex_server: str, caplog: pytest.LogCaptureFixture
+):
+    bad = tmp_path / "bad.vex.json"
     document = vex_document("pkg:oci/alpine")
     del document["statements"][0]["justification"], document["statements"][0]["impact_statement"]
-    vex.write_text(json.dumps(document))
-    with pytest.raises(VexError, match=r"(?s)bad\.vex\.json: .*statements\[0\]: a not_affected statement needs a "
-                                       r"justification or an impact_statement"):
-        _configured(trivy_cache, vex=[str(vex)])
+    bad.write_text(json.dumps(document))
+    (tmp_path / "alpine.vex.json").write_text(json.dumps(vex_document("pkg:oci/alpine", "CVE-2099-0003")))
+    with _configured(trivy_cache, vex=[f"{vex_server}/missing.json", str(bad),
+                                       str(tmp_path / "alpine.vex.json")]) as scanner:
+        report = json.loads(scanner.scan(alpine).body)
+    assert "CVE-2099-0003" not in _ids(report)  # the readable document still applies
+    assert "CVE-2099-0001" in _ids(report)  # the bad one does not: the report is the stricter for it
+    assert "/missing.json answered 404" in caplog.text
+    assert re.search(r"(?s)bad\.vex\.json: .*statements\[0\]: a not_affected statement needs a justification or an "
+                     r"impact_statement", caplog.text)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from vulnattest.config import parse_config
 from vulnattest.errors import ConfigError, VulnattestError
@@ -18,6 +20,7 @@ from vulnattest.kyverno import cluster_policy, image_validating_policy
 from vulnattest.policy import evaluate, policy_for
 from vulnattest.scanners.interface import Finding
 from vulnattest.signing import generate_keypair
+from vulnattest.signing.interface import PublicKeyVerifier, load_public_key
 from vulnattest.vex import (
     VexError,
     load_vex,
@@ -46,6 +49,13 @@ def statement(**fields: Any) -> dict[str, Any]:
 def document(*statements: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {"@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/1", "author": "Team App",
             "timestamp": "2030-01-01T00:00:00Z", "version": 1, "statements": list(statements), **fields}
+
+
+def _verifier() -> PublicKeyVerifier:
+    """A verifier trusting a new key nobody signs with."""
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return PublicKeyVerifier([load_public_key(pem, "test")])
 
 
 def parsed(*statements: dict[str, Any]) -> Any:
@@ -256,19 +266,14 @@ def test_a_bad_document_stops_policy_generation_with_its_error(tmp_path: Path):
 
 
 def test_check_freshness_suppresses_with_the_justification_in_the_verdict_and_the_alert(tmp_path: Path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from tests.unit.test_freshness import good, policy_checker
     from vulnattest.alerts import Alert, AlertKind
     from vulnattest.freshness import Verdict, fleet_markdown
-    from vulnattest.signing.interface import PublicKeyVerifier, load_public_key
 
     vex = tmp_path / "app.vex.json"
     vex.write_text(json.dumps(document(statement(impact_statement="the httpd applet is not built"))))
     image, digest = "registry.example/team/app:1", DIGEST
-    keys = PublicKeyVerifier([load_public_key(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), "test")])
+    keys = _verifier()
     checker = replace(policy_checker(keys, severity="HIGH", vex=(str(vex),)), vex=((str(vex), load_vex(vex)),))
     suppressed = ("VEX suppresses 1 finding(s): CVE-2099-0001 in busybox: not_affected: vulnerable_code_not_present "
                   f"(the httpd applet is not built) (VEX {vex})")
@@ -286,3 +291,17 @@ def test_check_freshness_suppresses_with_the_justification_in_the_verdict_and_th
     # the deny list beats the statement
     denied = replace(policy_checker(keys, severity="HIGH", deny=("CVE-2099-0001",), vex=(str(vex),)), vex=checker.vex)
     assert denied.judge(image, digest, [good(timedelta(hours=1))], NOW).verdict is Verdict.POLICY
+
+
+def test_a_check_judges_without_a_vex_document_it_cannot_read_and_says_so(tmp_path: Path):
+    from vulnattest.freshness import FreshnessChecker
+
+    keys = _verifier()
+    readable = tmp_path / "app.vex.json"
+    readable.write_text(json.dumps(document(statement())))
+    config = parse_config(f"images: [registry.example/team/app:1]\n"
+                          f"policy: {{severity: HIGH, vex: ['{readable}', '{tmp_path}/gone.vex.json']}}")
+    checker = FreshnessChecker.from_config(config, keys, None)
+    assert [location for location, _ in checker.vex] == [str(readable)]
+    [problem] = checker.vex_problems
+    assert f"cannot read VEX file {tmp_path}/gone.vex.json" in problem and problem.endswith("(left out this run)")
