@@ -179,3 +179,18 @@ def test_a_malformed_attestation_manifest_is_a_clear_error(layers: list[object],
     envelope = Envelope(b"{}", "application/vnd.in-toto+json", (b"sig",))
     attached = CosignAttacher(lock=lambda key: nullcontext()).attach(served, image, envelope, VULN_PREDICATE_TYPE)
     assert [a.descriptor.digest for a in read_attestations(served, image)] == [attached.layer_digest]
+
+
+def test_vex_attestations_admission_would_not_read_are_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    from vulnattest.verification import vex_attestations
+
+    digest = "sha256:" + "a" * 64
+    image = ResolvedImage(ImageRef.parse(f"127.0.0.1:5000/app@{digest}"), digest, OCI_MANIFEST, digest)
+    _, public = generate_keypair(tmp_path)
+    verifier = PublicKeyVerifier.from_pem_files([public])
+
+    assert vex_attestations(_Served({"layers": ["not a descriptor"]}), image, verifier) == []
+    assert f"VEX attestations of 127.0.0.1:5000/app@{digest} not read: " in caplog.text
+    assert "has a layer that is not a descriptor" in caplog.text
