@@ -199,16 +199,17 @@ def _tell_changes(config: FleetConfig, outcomes: list[ImageOutcome], store: Repo
                        for c in (*owed, *news)}.values())
         if not batch:
             continue
+        still_owed: tuple[FindingsChange, ...] = ()
         try:
             channel.send(ChangesNotice(channel.id, batch))
-            if owed:
-                owe(store, channel.id, ())
         except VulnattestError as e:  # the attestations stand; this news is in the artifact and the events
             logger.error("could not tell %s what changed since the last scans (kept for the next run): %s",
                          channel.id, e)
+            still_owed = batch
+        if still_owed != owed:
             try:
-                owe(store, channel.id, batch)
-            except VulnattestError as kept:
-                logger.error("could not keep %s's news for the next run either: %s", channel.id, kept)
+                owe(store, channel.id, still_owed)
+            except VulnattestError as e:
+                logger.error("could not note in the store what %s is still owed: %s", channel.id, e)
     if news:
         logger.info("%d image(s) with vulnerabilities new or newly fixable since their last scan", len(news))
