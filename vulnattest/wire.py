@@ -38,6 +38,11 @@ def _absent_unless_valid(value: Any, handler: ValidatorFunctionWrapHandler) -> A
 Lenient = WrapValidator(_absent_unless_valid)
 """Marks an optional part read as absent (None) when it does not fit its type."""
 
+
+Text = Annotated[str, BeforeValidator(lambda value: value if isinstance(value, str) else "")]
+"""A string, read as empty when the JSON holds anything else there."""
+
+
 def _go_map(value: Any) -> Any:
     return as_map(value) if isinstance(value, GoObject) else value
 
@@ -239,8 +244,8 @@ class ScannerDb(Wire):
 class PredicateScanner(Wire):
     """The predicate's ``scanner``: which scanner, its database, and its whole report (``result``)."""
 
-    uri: str = ""
-    version: str = ""
+    uri: Text = ""
+    version: Text = ""
     db: Annotated[ScannerDb | None, Lenient] = None
     result: Any = None
 

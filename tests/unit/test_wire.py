@@ -34,6 +34,9 @@ def test_a_part_that_does_not_fit_is_absent_where_reading_goes_on_without_it():
     assert index.layers is None  # not a list: whoever reads layers says what that means
     with pytest.raises(ValidationError):
         ManifestDocument.read_json(b'["not", "an", "object"]')
+    # a scanner named oddly still carries its report: the findings are what admission reads
+    scanner = VulnPredicate.read({"scanner": {"uri": 5, "version": None, "result": {"Results": []}}}).scanner
+    assert scanner is not None and (scanner.uri, scanner.version, scanner.result) == ("", "", {"Results": []})
 
 
 def test_a_carried_descriptor_keeps_the_fields_vulnattest_does_not_read():
