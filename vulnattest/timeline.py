@@ -31,6 +31,7 @@ ROWS_TOP = 112
 _NAME_CHARS = 48  # a longer image name is cut at its start in the label; the row's <title> and the table keep it whole
 _STEPS = tuple(timedelta(hours=h) for h in (1, 2, 3, 6, 12, 24, 48, 72, 168, 336, 720, 2160, 8760))
 _MAX_TICKS = 6
+_REACH = timedelta(days=366)
 _FONT = "font-family='DejaVu Sans, Arial, Helvetica, sans-serif' font-size='12'"
 
 
@@ -48,8 +49,8 @@ class TimeAxis:
         return cls(first - pad, last + pad)
 
     def x(self, moment: datetime) -> float:
-        """The x coordinate of `moment`."""
-        share = (moment - self.start) / (self.end - self.start)
+        """The x coordinate of `moment` (one off the axis at its nearer end)."""
+        share = min(max((moment - self.start) / (self.end - self.start), 0.0), 1.0)
         return PLOT_LEFT + share * (PLOT_RIGHT - PLOT_LEFT)
 
     def ticks(self) -> list[tuple[datetime, str]]:
@@ -76,7 +77,8 @@ def fleet_timeline_svg(verdicts: Sequence[ImageVerdict], now: datetime, warn_bef
     moments = [now]
     for v in shown:
         moments += [t for t in (v.scan_finished, v.deadline) if t is not None]
-    axis = TimeAxis.around(moments)
+    # a year each side of now at most: a scan time of year 1 (Go's zero time) or 9999 would crush every other row
+    axis = TimeAxis.around([min(max(t, now - _REACH), now + _REACH) for t in moments])
     rows_bottom = ROWS_TOP + ROW_HEIGHT * len(shown)
     height = rows_bottom + (48 if hidden else 24)
     parts = [

@@ -117,3 +117,13 @@ def test_the_markdown_carries_the_svg_as_a_data_uri_image():
     assert markdown.startswith(prefix) and markdown.endswith(")\n")
     svg = base64.b64decode(markdown[len(prefix):-2]).decode()
     assert svg == fleet_timeline_svg(FLEET, NOW, WARN)
+
+
+def test_a_scan_time_far_off_keeps_the_axis_within_a_year_of_now():
+    go_zero = ImageVerdict("reg.example/a/zero:1", Verdict.STALE, "why", "do", NOW,
+                           scan_finished=datetime(1, 1, 1, tzinfo=UTC), deadline=datetime(1, 1, 8, tzinfo=UTC))
+    root = parse(fleet_timeline_svg([go_zero, *FLEET], NOW, WARN))
+    assert rows(root)[0].get("data-image") == "reg.example/a/zero:1"
+    ticks = [datetime.fromisoformat(str(t.get("data-time")))
+             for t in root.iter(f"{SVG}line") if t.get("class") == "tick"]
+    assert ticks and all(abs(t - NOW) <= timedelta(days=400) for t in ticks)
