@@ -173,7 +173,7 @@ def load_vex(location: str | Path, timeout: float = 30.0) -> VexDocument:
     """Read a VEX document from a file or an https:// URL (plain http:// only on this machine)."""
     text = str(location)
     if text.startswith(("https://", "http://")):
-        return parse_vex(fetch_vex(text, timeout), text)
+        return parse_vex(fetch_vex(text, timeout), shown_url(text))
     try:
         return parse_vex(Path(text).read_bytes(), text)
     except OSError as e:
@@ -197,27 +197,34 @@ def readable_vex_documents(locations: Iterable[str], timeout: float = 30.0) -> t
     return documents, problems
 
 
-def fetch_vex(url: str, timeout: float = 30.0) -> bytes:
-    """The body at `url`, at most `MAX_VEX_BYTES` and no slower than the registry client allows."""
+def shown_url(url: str) -> str:
+    """`url` as it may be shown: without user info and query, where a token could be."""
     parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}{parsed.path}"
+
+
+def fetch_vex(url: str, timeout: float = 30.0) -> bytes:
+    """The body at `url`, at most `MAX_VEX_BYTES` and no slower than the registry client allows; errors show the
+    URL without user info and query."""
+    parsed, shown = urlparse(url), shown_url(url)
     if parsed.scheme != "https" and not (parsed.scheme == "http" and is_loopback(parsed.netloc)):
-        raise VexError(f"{url}: VEX is fetched over https:// only (plain http:// on this machine alone)")
+        raise VexError(f"{shown}: VEX is fetched over https:// only (plain http:// on this machine alone)")
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client, client.stream("GET", url) as answer:
             if is_transient_status(answer.status_code):
-                raise TransientVexError(f"{url} answered {answer.status_code}; retry later")
+                raise TransientVexError(f"{shown} answered {answer.status_code}; retry later")
             if answer.status_code != 200:
-                raise VexError(f"{url} answered {answer.status_code}, not the VEX document; check the URL")
+                raise VexError(f"{shown} answered {answer.status_code}, not the VEX document; check the URL")
             cutoff = time.monotonic() + timeout + MAX_VEX_BYTES / MIN_BYTES_PER_SECOND
             body = bytearray()
             for chunk in answer.iter_bytes():
                 body += chunk
                 if len(body) > MAX_VEX_BYTES:
-                    raise VexError(f"{url} sent more than {MAX_VEX_BYTES} bytes; no VEX document is that large")
+                    raise VexError(f"{shown} sent more than {MAX_VEX_BYTES} bytes; no VEX document is that large")
                 if time.monotonic() > cutoff:
-                    raise TransientVexError(f"{url} sent {len(body)} bytes too slowly and was cut off")
+                    raise TransientVexError(f"{shown} sent {len(body)} bytes too slowly and was cut off")
     except httpx.TransportError as e:
-        raise TransientVexError(f"cannot fetch VEX from {url} ({type(e).__name__})") from e
+        raise TransientVexError(f"cannot fetch VEX from {shown} ({type(e).__name__})") from e
     return bytes(body)
 
 

@@ -305,3 +305,10 @@ def test_a_check_judges_without_a_vex_document_it_cannot_read_and_says_so(tmp_pa
     assert [location for location, _ in checker.vex] == [str(readable)]
     [problem] = checker.vex_problems
     assert f"cannot read VEX file {tmp_path}/gone.vex.json" in problem and problem.endswith("(left out this run)")
+
+
+def test_a_vex_url_is_shown_without_what_could_hold_a_token():
+    with pytest.raises(VexError) as refused:
+        load_vex("http://robot:s3cr3t@vex.example/app.vex.json?X-Amz-Signature=abc123")
+    assert str(refused.value).startswith("http://vex.example/app.vex.json: VEX is fetched over https:// only")
+    assert "s3cr3t" not in str(refused.value) and "abc123" not in str(refused.value)
