@@ -41,8 +41,8 @@ def test_each_run_is_a_job_with_the_fleet_config_registry_credentials_trivy_cach
         assert volumes["registry-credentials"]["secret"] == {
             "secretName": "vulnattest-registry", "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}
         assert env["DOCKER_CONFIG"] == mounts["registry-credentials"]["mountPath"]
-        # Trivy's cache on its claim, where TRIVY_CACHE_DIR points
-        assert volumes["trivy-cache"]["persistentVolumeClaim"] == {"claimName": "vulnattest-trivy-cache"}
+        # Trivy's cache on a volume of the run's own (no claim one Job could hold while another waits for it)
+        assert volumes["trivy-cache"] == {"name": "trivy-cache", "emptyDir": {"sizeLimit": "4Gi"}}
         assert env["TRIVY_CACHE_DIR"] == mounts["trivy-cache"]["mountPath"]
         # keyless signing's identity: a projected token for audience sigstore, the file the fleet config names
         [source] = volumes["sigstore-token"]["projected"]["sources"]
