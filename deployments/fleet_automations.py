@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import httpx
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.events.schemas.automations import AutomationCore
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
 from pydantic import ValidationError
 
 from tasks.freshness import PrefectBlockChannel
@@ -85,7 +87,8 @@ def _deployment_id(client: SyncPrefectClient, name: str) -> UUID:
         return client.read_deployment_by_name(name).id
     except (ObjectNotFound, ValueError):
         raise VulnattestError(f"no deployment {name!r} on the Prefect server: register it first (`vulnattest serve`, "
-                              "or `prefect deploy --prefect-file deployments/prefect.yaml --all`)") from None
+                              "or `prefect deploy --all` with deployments/prefect.yaml or prefect-kubernetes.yaml)"
+                              ) from None
 
 
 def _block_id(client: SyncPrefectClient, block: str) -> UUID:
@@ -104,10 +107,15 @@ def _block_id(client: SyncPrefectClient, block: str) -> UUID:
 def apply_automations(config: FleetConfig, paths: list[Path] | None = None) -> list[tuple[str, bool]]:
     """Create or replace, by name, the automations of `paths` (default: all vulnattest ships); return each name and
     whether it replaced one. Every name is resolved before any is written: a missing block changes nothing."""
-    with get_client(sync_client=True) as client:
-        automations = [resolved(a, config, client) for path in paths or automation_files()
-                       for a in read_automations(path)]
-        return [(automation.name, _replace(client, automation)) for automation in automations]
+    try:
+        with get_client(sync_client=True) as client:
+            automations = [resolved(a, config, client) for path in paths or automation_files()
+                           for a in read_automations(path)]
+            return [(automation.name, _replace(client, automation)) for automation in automations]
+    except (httpx.HTTPError, PrefectHTTPStatusError) as e:
+        raise VulnattestError(f"the Prefect API at {PREFECT_API_URL.value()} failed while writing the automations "
+                              f"({type(e).__name__}: {e}); check PREFECT_API_URL and that the server is up, then run "
+                              "the command again (automations are replaced by name)") from None
 
 
 def _replace(client: SyncPrefectClient, automation: AutomationCore) -> bool:

@@ -260,3 +260,15 @@ def test_automations_that_cannot_notify_anyone_are_refused_before_any_is_written
             apply_automations(load_config(unknown))
         with get_client(sync_client=True) as client:
             assert client.read_automations() == []
+
+
+def test_a_prefect_api_that_does_not_answer_is_named_with_what_to_do(tmp_path: Path):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump({"images": ["registry.example/app:1"],
+                                     "alerts": [{"prefect_block": "custom-webhook/oncall"}]}))
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens on the discard port
+    refused = subprocess.run([sys.executable, "-m", "vulnattest", "automations", "--config", str(fleet)], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "the Prefect API at http://127.0.0.1:9/api failed while writing the automations (ConnectError" in said
