@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import boto3
 import pytest
@@ -21,15 +21,20 @@ from vulnattest.demo.registry import INSTALL_HINT, LocalRegistry, free_port
 from vulnattest.demo.testpki import FakeSigstoreServer, TestSigstore
 
 
+def missing(hint: str) -> NoReturn:
+    """Stop a test whose real part is not installed: a skip naming `hint` (how to install it), a failure in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(hint, pytrace=False)
+    pytest.skip(hint)
+
+
 def oracle(name: str, binary: str | None = None) -> Path:
     """The built binary of tool `name` (tests/oracles.py), or a skip (a failure in CI) naming how to build it."""
     from tests.oracles import TOOLS, build_hint
 
     tool = TOOLS[name]
     if not tool.built:
-        if os.environ.get("CI"):
-            pytest.fail(build_hint(name), pytrace=False)
-        pytest.skip(build_hint(name))
+        missing(build_hint(name))
     return tool.path(binary)
 
 
@@ -49,7 +54,7 @@ def kyverno() -> Path:
 def registry() -> Iterator[LocalRegistry]:
     """Debian's docker-registry on a free loopback port."""
     if shutil.which("docker-registry") is None:
-        pytest.skip(INSTALL_HINT)
+        missing(INSTALL_HINT)
     with LocalRegistry() as running:
         yield running
 
@@ -123,7 +128,7 @@ def kms_endpoint(s3_endpoint: str) -> Iterator[str]:
 def trivy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Trivy cache holding the offline demo advisory DB."""
     if shutil.which("trivy") is None:
-        pytest.skip("trivy not on PATH; install it with `pip install -e '.[trivy]'`")
+        missing("trivy not on PATH; install it with `pip install -e '.[trivy]'`")
     from vulnattest.demo.trivydb import DEMO_ADVISORIES, write_trivy_db
 
     cache = tmp_path_factory.mktemp("trivy-cache")
@@ -161,9 +166,7 @@ def kyverno_crd_schema(group: str, file: str, version: str) -> dict[str, Any]:
     tool = TOOLS["kyverno-controller"]
     path = tool.folder / "crds" / group / file
     if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(build_hint(tool.name), pytrace=False)
-        pytest.skip(build_hint(tool.name))
+        missing(build_hint(tool.name))
     crd = yaml.safe_load(path.read_text())
     [found] = [v for v in crd["spec"]["versions"] if v["name"] == version]
     schema: dict[str, Any] = found["schema"]["openAPIV3Schema"]

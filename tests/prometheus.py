@@ -6,8 +6,7 @@ import shutil
 from collections.abc import Iterator
 from typing import Self, TypeVar
 
-import pytest
-
+from tests.conftest import missing
 from vulnattest.localservice import LocalService
 
 
@@ -34,8 +33,8 @@ D = TypeVar("D", bound=PrometheusDaemon)
 
 
 def running(kind: type[D]) -> Iterator[D]:
-    """For a fixture: the daemon, started, until the fixture ends; the test skipped when Debian's package is missing."""
+    """For a fixture: the daemon, started, until the fixture ends; `missing` when Debian's package is not installed."""
     if shutil.which(kind.program) is None:
-        pytest.skip(f"install Debian's {kind.name}: `apt-get install {kind.program}`")
+        missing(f"install Debian's {kind.name}: `apt-get install {kind.program}`")
     with kind() as daemon:
         yield daemon

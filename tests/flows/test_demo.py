@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import missing
 from vulnattest.demo.registry import INSTALL_HINT
 
 
 def test_demo_walks_through_scan_attest_check_and_a_stale_alert(tmp_path: Path):
     if shutil.which("docker-registry") is None:
-        pytest.skip(INSTALL_HINT)
+        missing(INSTALL_HINT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["COLUMNS"] = "200"
     done = subprocess.run([sys.executable, "-m", "vulnattest", "demo", "--workdir", str(tmp_path)],
@@ -44,7 +45,7 @@ def test_demo_with_admission_ends_as_the_job_does_in_a_cluster(tmp_path: Path):
     from tests.conftest import oracle
 
     if shutil.which("docker-registry") is None:
-        pytest.skip(INSTALL_HINT)
+        missing(INSTALL_HINT)
     for tool in ("etcd", "kubernetes", "kyverno-controller"):
         oracle(tool)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.scan_and_attest import scan_and_attest
-from tests.conftest import ConfigWriter, DemoImages
+from tests.conftest import ConfigWriter, DemoImages, missing
 from tests.flows.test_check_freshness import run, write_config
 from tests.integration.test_freshness import Attester, push
 from tests.prometheus import PrometheusDaemon, running
@@ -90,7 +90,7 @@ def test_a_scan_pushes_what_it_did_and_a_silent_pushgateway_fails_the_check_nami
 
 def test_the_shipped_alerting_rules_load_and_pass_their_tests():
     if shutil.which("promtool") is None:
-        pytest.skip("install Debian's prometheus (promtool): `apt-get install prometheus`")
+        missing("install Debian's prometheus (promtool): `apt-get install prometheus`")
     checked = subprocess.run(["promtool", "check", "rules", "deployments/prometheus-rules.yaml"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60, check=False)
     tested = subprocess.run(["promtool", "test", "rules", "tests/prometheus-rules.test.yaml"], cwd=ROOT,

@@ -5,7 +5,6 @@ one marked failed, and its progress at 100%; a check-freshness run's fleet table
 from __future__ import annotations
 
 import base64
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from deployments.server import LocalPrefectServer
-from tests.conftest import ConfigWriter, task_runs
+from tests.conftest import ConfigWriter, missing, task_runs
 from tests.flows.test_scan_and_attest import _fleet
 from tests.integration.test_freshness import MAX_AGE, Attester, push
 from vulnattest.demo.registry import LocalRegistry
@@ -37,9 +36,7 @@ def browser() -> Iterator[Any]:
     except ImportError:
         sync_playwright = None
     if sync_playwright is None or not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(CHROMIUM_HINT, pytrace=False)
-        pytest.skip(CHROMIUM_HINT)
+        missing(CHROMIUM_HINT)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield launched
