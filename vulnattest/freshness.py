@@ -347,9 +347,8 @@ class FreshnessChecker:
         if isinstance(result, str):
             return verdict(Verdict.POLICY, result, action=self._policy_action(image), **timing)
         if not result.ok:
-            shown = "; ".join(v.describe() for v in result.violations[:_SHOWN])
-            more = f"; and {len(result.violations) - _SHOWN} more" if len(result.violations) > _SHOWN else ""
-            reason = f"{len(result.violations)} finding(s) violate the policy: {shown}{more}{_suppressed_text(result)}"
+            shown = _first_few([v.describe() for v in result.violations])
+            reason = f"{len(result.violations)} finding(s) violate the policy: {shown}{_suppressed_text(result)}"
             covered = self._pending_vex(image, digest, result, attached)
             if covered and len(covered) == len({v.finding for v in result.violations}):
                 return verdict(Verdict.POLICY, reason + "; the image's VEX attestations suppress every one: "
@@ -431,15 +430,18 @@ def _suppressed_text(result: PolicyResult) -> str:
     """``; VEX suppresses 1 finding(s): CVE-… in busybox: not_affected: … (VEX vex.json)``, or nothing."""
     if not result.suppressed:
         return ""
-    shown = "; ".join(s.describe() for s in result.suppressed[:_SHOWN])
-    more = f"; and {len(result.suppressed) - _SHOWN} more" if len(result.suppressed) > _SHOWN else ""
-    return f"; VEX suppresses {len(result.suppressed)} finding(s): {shown}{more}"
+    shown = _first_few([s.describe() for s in result.suppressed])
+    return f"; VEX suppresses {len(result.suppressed)} finding(s): {shown}"
 
 
 def _failures(checks: Iterable[AttestationCheck]) -> str:
-    reasons = list(dict.fromkeys(f"{c.reason} [{c.failed.value if c.failed else 'ok'}]" for c in checks))
-    more = f"; and {len(reasons) - _SHOWN} more" if len(reasons) > _SHOWN else ""
-    return "; ".join(reasons[:_SHOWN]) + more
+    return _first_few(list(dict.fromkeys(f"{c.reason} [{c.failed.value if c.failed else 'ok'}]" for c in checks)))
+
+
+def _first_few(items: Sequence[str]) -> str:
+    """The first `_SHOWN` of `items`, then how many more: ``a; b; c; and 2 more``."""
+    more = f"; and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return "; ".join(items[:_SHOWN]) + more
 
 
 def _signature_hint(checks: Iterable[AttestationCheck]) -> str:
