@@ -74,7 +74,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 ImageText = Annotated[str, BeforeValidator(_image_text)]
 
 
-def _clear_text_off_host(url: str) -> str | None:
+def clear_text_off_host(url: str) -> str | None:
     """The host of an ``http://`` URL that leaves this machine (its traffic readable and changeable on the way),
     else None."""
     parsed = urlparse(url)
@@ -177,7 +177,7 @@ class TrivySettings(_Strict):
 
     @model_validator(mode="after")
     def _server_over_tls(self) -> TrivySettings:
-        host = _clear_text_off_host(self.server)
+        host = clear_text_off_host(self.server)
         if host is not None and not self.allow_http:
             raise ValueError(f"the Trivy server on {host} is reached over plain http://: anyone on the way could "
                              "change the findings that get signed; use https://, or set allow_http: true")
@@ -203,7 +203,7 @@ class StoreSettings(_Strict):
 
     @model_validator(mode="after")
     def _endpoint_over_tls(self) -> StoreSettings:
-        host = _clear_text_off_host(self.endpoint_url or "")
+        host = clear_text_off_host(self.endpoint_url or "")
         if host is not None and not self.allow_http:
             raise ValueError(f"the S3 endpoint on {host} is reached over plain http://: anyone on the way could read "
                              "or replace the reports; use https://, or set allow_http: true")
@@ -411,7 +411,7 @@ def _vex_location(value: Any) -> str:
     if "://" in text:
         if urlparse(text).scheme not in ("http", "https") or not urlparse(text).hostname:
             raise ValueError(f"unsupported VEX location {text!r}: use a file path or an https:// URL")
-        host = _clear_text_off_host(text)
+        host = clear_text_off_host(text)
         if host is not None:
             raise ValueError(f"the VEX document on {host} is fetched over plain http://: anyone on the way could "
                              "add statements that hide vulnerabilities; use https://")
@@ -528,7 +528,7 @@ class AlertChannelSettings(_Strict):
             url = urlparse(text)
             if url.scheme not in ("http", "https") or not url.hostname:
                 raise ValueError(f"{what} must be an http:// or https:// URL")
-            host = _clear_text_off_host(text)
+            host = clear_text_off_host(text)
             if host is not None and not self.allow_http:
                 raise ValueError(f"the {what} on {host} is reached over plain http://: the alerts, and any token in "
                                  "its URL, travel in clear text; use https://, or set allow_http: true")
@@ -550,7 +550,7 @@ class MetricsSettings(_Strict):
             url = urlparse(self.pushgateway)
             if url.scheme not in ("http", "https") or not url.hostname:
                 raise ValueError("pushgateway must be an http:// or https:// URL")
-            host = _clear_text_off_host(self.pushgateway)
+            host = clear_text_off_host(self.pushgateway)
             if host is not None and not self.allow_http:
                 raise ValueError(f"the Pushgateway on {host} is reached over plain http://; use https://, or set "
                                  "allow_http: true")

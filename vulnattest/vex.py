@@ -29,9 +29,10 @@ import httpx
 from packageurl import PackageURL
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vulnattest.config import clear_text_off_host
 from vulnattest.errors import ImageRefError, TransientError, VulnattestError, is_transient_status
 from vulnattest.images import ImageRef
-from vulnattest.registry import MAX_MANIFEST_BYTES, MIN_BYTES_PER_SECOND, is_loopback
+from vulnattest.registry import MAX_MANIFEST_BYTES, MIN_BYTES_PER_SECOND
 from vulnattest.scanners.interface import Finding
 
 log = logging.getLogger(__name__)
@@ -206,8 +207,8 @@ def shown_url(url: str) -> str:
 def fetch_vex(url: str, timeout: float = 30.0) -> bytes:
     """The body at `url`, at most `MAX_VEX_BYTES` and no slower than the registry client allows; errors show the
     URL without user info and query."""
-    parsed, shown = urlparse(url), shown_url(url)
-    if parsed.scheme != "https" and not (parsed.scheme == "http" and is_loopback(parsed.netloc)):
+    shown = shown_url(url)
+    if urlparse(url).scheme not in ("http", "https") or clear_text_off_host(url) is not None:
         raise VexError(f"{shown}: VEX is fetched over https:// only (plain http:// on this machine alone)")
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client, client.stream("GET", url) as answer:
