@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import jsonschema
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ConfigWriter
+from tests.conftest import ConfigWriter, kms_signing_key
 from tests.flows.test_scan_and_attest import _vuln_layers
 from vulnattest.attestations import VULN_PREDICATE_TYPE
 from vulnattest.cli import app
@@ -50,10 +49,7 @@ def kms_key(kms_endpoint: str) -> str:
 
     Attestations with a whole Trivy report are over KMS's 4 KiB RAW limit, so they are signed as DIGEST messages: this
     needs a server that signs a digest as given (plain moto hashes it again, which the signer catches and refuses)."""
-    kms = boto3.client("kms", endpoint_url=kms_endpoint, region_name="us-east-1")
-    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
-    kms.create_alias(AliasName="alias/vulnattest-fleet", TargetKeyId=key)
-    return "awskms:///alias/vulnattest-fleet"
+    return kms_signing_key(kms_endpoint, "vulnattest-fleet")
 
 
 @pytest.fixture
