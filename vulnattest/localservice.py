@@ -133,7 +133,6 @@ class LocalService(StartedUntilStopped):
             self._tmp.cleanup()
 
 
-
 def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM `process` and its process group (it must lead one), SIGKILL whatever is left after `grace` seconds."""
     with suppress(ProcessLookupError):

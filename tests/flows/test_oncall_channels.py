@@ -20,6 +20,7 @@ from vulnattest.freshness import Verdict
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
+
 class LocalAlertmanager(PrometheusDaemon):
     """Debian's Alertmanager on a loopback port, routing every alert to a receiver that sends nothing."""
 

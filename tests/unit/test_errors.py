@@ -74,4 +74,3 @@ def test_a_registry_nobody_answers_at_is_unreachable_with_its_host_in_the_hint()
         with pytest.raises(RegistryUnreachableError) as caught:
             client.get_manifest("x/y", "latest")
     assert caught.value.hint == f"check that {host} is up and reachable from here"
-
