@@ -321,22 +321,18 @@ def vex_attestations(client: Registry, image: ResolvedImage, verifier: Verifier,
     trusts and about this very digest; any other (unsigned, another signer, another image, not OpenVEX) is left
     out and logged: an unverified statement could hide a vulnerability."""
     envelopes: list[tuple[str, Envelope]] = []
-    try:
-        if LEGACY in layouts:
-            for attached in read_attestations(client, image):
-                where = f"{image.image.pinned} attestation {attached.descriptor.digest}"
-                with suppress(VerificationError):
-                    envelopes.append((where, attached.envelope(where)))
-    except VerificationError as e:  # what admission refuses to read (too many layers): no VEX from there
-        log.warning("VEX attestations of %s not read: %s", image.image.pinned, e)
-    try:
-        if BUNDLE in layouts:
-            for bundle in read_bundles(client, image):
-                where = f"{image.image.pinned} bundle {bundle.referrer.digest}"
-                with suppress(VerificationError):
-                    envelopes.append((where, bundle.envelope(where)))
-    except VerificationError as e:  # too many referrers, a bundle too big
-        log.warning("VEX bundles of %s not read: %s", image.image.pinned, e)
+    pinned = image.image.pinned
+    for layout in layouts:
+        try:  # what admission refuses to read (too many layers or referrers, a bundle too big) gives no VEX
+            found = ([(f"{pinned} attestation {a.descriptor.digest}", a) for a in read_attestations(client, image)]
+                     if layout == LEGACY else
+                     [(f"{pinned} bundle {b.referrer.digest}", b) for b in read_bundles(client, image)])
+        except VerificationError as e:
+            log.warning("VEX attestations of %s not read: %s", pinned, e)
+            continue
+        for where, attached in found:
+            with suppress(VerificationError):
+                envelopes.append((where, attached.envelope(where)))
     documents = []
     wanted = image.digest.removeprefix("sha256:")
     for where, envelope in envelopes:
