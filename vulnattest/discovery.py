@@ -87,7 +87,7 @@ def discover(source: RegistrySource, client: RegistryClient, page_size: int = 10
         tags = _selected(client.tags(repository, page_size), source)
         by_digest: dict[str, list[str]] = {}
         for tag in tags:
-            by_digest.setdefault(client.get_manifest(repository, tag).digest, []).append(tag)
+            by_digest.setdefault(client.manifest_digest(repository, tag), []).append(tag)
         for digest, names in by_digest.items():
             found.append(Discovered(f"{source.registry}/{repository}:{names[0]}", digest, tuple(names[1:])))
     log.info("%s: found %d image(s) in %d repositories", source.registry, len(found), len(set(repositories)))

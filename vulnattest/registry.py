@@ -24,7 +24,7 @@ from vulnattest.errors import (
     is_transient_status,
     retry_after_seconds,
 )
-from vulnattest.images import DOCKER_HUB, ImageRef
+from vulnattest.images import DOCKER_HUB, ImageRef, is_digest
 from vulnattest.retrying import REQUEST_RETRIES, RetryPolicy
 from vulnattest.wire import Descriptor, ErrorAnswer, ManifestDocument, Platform, TokenAnswer, first_error
 
@@ -175,6 +175,14 @@ class RegistryClient:
         if not media_type or media_type == "application/json":  # the body says (a body that is not JSON: an error)
             media_type = Manifest(digest, media_type, body).document().media_type or OCI_MANIFEST
         return Manifest(digest=digest, media_type=media_type, body=body)
+
+    def manifest_digest(self, repository: str, reference: str) -> str:
+        """The digest of the manifest `reference` names, from a HEAD request (the registry's
+        ``Docker-Content-Digest``); the manifest is read whole only where the registry does not say."""
+        response = self._request("HEAD", f"/v2/{repository}/manifests/{reference}",
+                                 headers={"Accept": MANIFEST_ACCEPT}, what=f"{self.host}/{repository}:{reference}")
+        digest = response.headers.get("docker-content-digest", "")
+        return digest if is_digest(digest) else self.get_manifest(repository, reference).digest
 
     def find_manifest(self, repository: str, reference: str) -> Manifest | None:
         """Like `get_manifest`, but None when the registry has no such tag or digest."""

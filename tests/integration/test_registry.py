@@ -22,6 +22,8 @@ def test_resolves_a_tag_to_its_manifest_digest(registry: LocalRegistry, demo_ima
     assert resolved.media_type == OCI_MANIFEST
     assert resolved.scan_digest == resolved.digest
     assert resolved.image.pinned == f"{ref.name}@{resolved.digest}"
+    # the digest alone, as discovery asks for it: a HEAD request the registry answers with Docker-Content-Digest
+    assert client.manifest_digest(ref.repository, ref.tag or "") == manifest.digest
 
 
 def test_an_index_is_attested_by_its_digest_and_scanned_for_the_chosen_platform(
