@@ -23,7 +23,15 @@ from vulnattest.alerts import WebhookChannel
 from vulnattest.attestations import Invocation
 from vulnattest.attestations.attach import LayoutAttacher
 from vulnattest.attestations.cosign import AttachResult
-from vulnattest.changes import ChangesNotice, FindingsChange, changes_markdown, owe, record_changes, undelivered
+from vulnattest.changes import (
+    ChangesNotice,
+    FindingsChange,
+    changes_markdown,
+    merged,
+    owe,
+    record_changes,
+    undelivered,
+)
 from vulnattest.config import MAX_CONCURRENCY, FleetConfig
 from vulnattest.errors import VulnattestError
 from vulnattest.images import ImageRef
@@ -195,21 +203,23 @@ def _tell_changes(config: FleetConfig, outcomes: list[ImageOutcome], store: Repo
         except VulnattestError as e:
             logger.warning("could not read what %s was not told yet: %s", channel.id, e)
             owed = ()
-        batch = tuple({(c.image, c.digest, c.previous_digest, c.previous_finished): c
-                       for c in (*owed, *news)}.values())
+        batch = merged(owed, news)
         if not batch:
             continue
-        still_owed: tuple[FindingsChange, ...] = ()
         try:
             channel.send(ChangesNotice(channel.id, batch))
+            delivered = True
         except VulnattestError as e:  # the attestations stand; this news is in the artifact and the events
             logger.error("could not tell %s what changed since the last scans (kept for the next run): %s",
                          channel.id, e)
-            still_owed = batch
-        if still_owed != owed:
-            try:
-                owe(store, channel.id, still_owed)
-            except VulnattestError as e:
-                logger.error("could not note in the store what %s is still owed: %s", channel.id, e)
+            delivered = False
+        # the store notes what this run changed of what is owed: the old news delivered, or this run's not
+        dropped, added = (owed, ()) if delivered else ((), news)
+        if not (dropped or added):
+            continue
+        try:
+            owe(store, channel.id, add=added, drop=dropped)
+        except VulnattestError as e:
+            logger.error("could not note in the store what %s is still owed: %s", channel.id, e)
     if news:
         logger.info("%d image(s) with vulnerabilities new or newly fixable since their last scan", len(news))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from vulnattest.scanners.interface import SEVERITIES, Finding, ScanReport
 from vulnattest.storage.interface import ObjectKey, ReportStore
 from vulnattest.text import md_cell, rfc3339, short_digest
 
-__all__ = ["ChangesNotice", "FindingsChange", "baseline_key", "changes_markdown", "owe", "record_changes",
+__all__ = ["ChangesNotice", "FindingsChange", "baseline_key", "changes_markdown", "merged", "owe", "record_changes",
            "undelivered"]
 
 log = logging.getLogger(__name__)
@@ -145,10 +145,23 @@ def undelivered(store: ReportStore, channel: str) -> tuple[FindingsChange, ...]:
         return ()
 
 
-def owe(store: ReportStore, channel: str, changes: Sequence[FindingsChange]) -> None:
-    """Keep `changes` as what `channel` has not received (none: it is owed nothing); raises StoreError."""
-    payload = _OWED.dump_json(list(changes[-MAX_OWED:]))
+def owe(store: ReportStore, channel: str, *, add: Sequence[FindingsChange] = (),
+        drop: Sequence[FindingsChange] = ()) -> None:
+    """Note that `channel` did not receive `add` and did receive `drop`, on top of what the store holds now (another
+    run may have noted news of its own since this one read it); raises StoreError."""
+    delivered = {_change_key(c) for c in drop}
+    kept = {_change_key(c): c for c in (*undelivered(store, channel), *add) if _change_key(c) not in delivered}
+    payload = _OWED.dump_json(list(kept.values())[-MAX_OWED:])
     store.put(_owed_key(channel), payload, hashlib.sha256(payload).hexdigest())
+
+
+def merged(*changes: Iterable[FindingsChange]) -> tuple[FindingsChange, ...]:
+    """`changes` once each (the same image, digest and baseline), in order."""
+    return tuple({_change_key(c): c for group in changes for c in group}.values())
+
+
+def _change_key(c: FindingsChange) -> tuple[str, str, str, str]:
+    return c.image, c.digest, c.previous_digest, c.previous_finished
 
 
 def _key(f: Finding) -> _Key:
