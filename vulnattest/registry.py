@@ -56,6 +56,33 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class BodyTooLarge(Exception):
+    """A body went past its size limit (`read_bounded`); the caller says whose."""
+
+
+class BodyTooSlow(Exception):
+    """A body came slower than `MIN_BYTES_PER_SECOND` allows (`read_bounded`); the caller says whose."""
+
+    def __init__(self, received: int, seconds: float) -> None:
+        super().__init__(f"{received} bytes in {seconds:.0f} s")
+        self.received, self.seconds = received, seconds
+
+
+def read_bounded(response: httpx.Response, limit: int, timeout: float) -> bytes:
+    """The body of a streamed `response`: at most `limit` bytes (decoded), all within `timeout` seconds plus the
+    time `limit` bytes take at `MIN_BYTES_PER_SECOND`; raises BodyTooLarge or BodyTooSlow past either."""
+    seconds = timeout + limit / MIN_BYTES_PER_SECOND
+    cutoff = time.monotonic() + seconds
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+        if time.monotonic() > cutoff:
+            raise BodyTooSlow(len(body), seconds)
+    return bytes(body)
+
+
 @dataclass(frozen=True)
 class Credentials:
     """A user name and password (or identity token) for one registry; never logged."""
@@ -377,17 +404,13 @@ class RegistryClient:
             if declared.isdigit() and int(declared) > limit:
                 raise RegistryError(f"{what}: the registry would send {int(declared)} bytes, more than the {limit} "
                                     "this answer may have; refusing to read it")
-            cutoff = time.monotonic() + self._timeout + limit / MIN_BYTES_PER_SECOND
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise RegistryError(f"{what}: the registry sent more than the {limit} bytes this answer may "
-                                        "have; refusing the rest")
-                if time.monotonic() > cutoff:
-                    raise TransientRegistryError(f"{what}: the registry sent {len(body)} bytes in "
-                                                 f"{self._timeout + limit / MIN_BYTES_PER_SECOND:.0f} s and was cut "
-                                                 "off; check the registry or the network")
+            body = read_bounded(response, limit, self._timeout)
+        except BodyTooLarge:
+            raise RegistryError(f"{what}: the registry sent more than the {limit} bytes this answer may have; "
+                                "refusing the rest") from None
+        except BodyTooSlow as e:
+            raise TransientRegistryError(f"{what}: the registry sent {e.received} bytes in {e.seconds:.0f} s and was "
+                                         "cut off; check the registry or the network") from None
         finally:
             response.close()
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]

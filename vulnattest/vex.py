@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +31,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from vulnattest.config import clear_text_off_host
 from vulnattest.errors import ImageRefError, TransientError, VulnattestError, is_transient_status
 from vulnattest.images import ImageRef
-from vulnattest.registry import MAX_MANIFEST_BYTES, MIN_BYTES_PER_SECOND
+from vulnattest.registry import MAX_MANIFEST_BYTES, BodyTooLarge, BodyTooSlow, read_bounded
 from vulnattest.scanners.interface import Finding
 
 log = logging.getLogger(__name__)
@@ -216,17 +215,13 @@ def fetch_vex(url: str, timeout: float = 30.0) -> bytes:
                 raise TransientVexError(f"{shown} answered {answer.status_code}; retry later")
             if answer.status_code != 200:
                 raise VexError(f"{shown} answered {answer.status_code}, not the VEX document; check the URL")
-            cutoff = time.monotonic() + timeout + MAX_VEX_BYTES / MIN_BYTES_PER_SECOND
-            body = bytearray()
-            for chunk in answer.iter_bytes():
-                body += chunk
-                if len(body) > MAX_VEX_BYTES:
-                    raise VexError(f"{shown} sent more than {MAX_VEX_BYTES} bytes; no VEX document is that large")
-                if time.monotonic() > cutoff:
-                    raise TransientVexError(f"{shown} sent {len(body)} bytes too slowly and was cut off")
+            return read_bounded(answer, MAX_VEX_BYTES, timeout)
+    except BodyTooLarge:
+        raise VexError(f"{shown} sent more than {MAX_VEX_BYTES} bytes; no VEX document is that large") from None
+    except BodyTooSlow as e:
+        raise TransientVexError(f"{shown} sent {e.received} bytes too slowly and was cut off") from None
     except httpx.TransportError as e:
         raise TransientVexError(f"cannot fetch VEX from {shown} ({type(e).__name__})") from e
-    return bytes(body)
 
 
 @dataclass(frozen=True)
